@@ -1,0 +1,41 @@
+"""Errors a user can cause, each carrying a message that says what is wrong and what to do.
+
+The CLI catches :class:`CotforgeError` and prints its message on one line with a non-zero exit,
+so expected failures never show a traceback. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class CotforgeError(Exception):
+    """Base class of every failure the user can fix; ``str(err)`` is the whole message."""
+
+    exit_code: int = 2
+
+
+class DatasetNotFoundError(CotforgeError):
+    """A dataset folder is missing, half-extracted, or not in the official layout."""
+
+
+class UnknownDatasetError(CotforgeError):
+    """A dataset name that the registry does not know."""
+
+
+class CorruptImageError(CotforgeError):
+    """An image file that Pillow cannot decode (truncated, empty, not an image)."""
+
+
+class DownloadError(CotforgeError):
+    """A download failed, its checksum did not match, or its archive is unsafe to extract."""
+
+
+class StoreError(CotforgeError):
+    """The DuckDB store cannot be opened or written (newer schema, read-only path, locked)."""
+
+
+class PlanError(CotforgeError):
+    """A sampling request the data cannot satisfy (e.g. more shots than a class has images)."""
+
+
+class ConfigError(CotforgeError):
+    """A bad option value, config file, or environment variable."""
