@@ -39,3 +39,7 @@ class PlanError(CotforgeError):
 
 class ConfigError(CotforgeError):
     """A bad option value, config file, or environment variable."""
+
+
+class MissingExtraError(CotforgeError, ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it."""

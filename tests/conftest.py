@@ -1,0 +1,21 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.fixtures.fgvr_layouts import LayoutInfo, write_official_layout
+
+
+@pytest.fixture
+def official_layout(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., LayoutInfo]:
+    """Factory: ``official_layout("cars", corrupt=1)`` writes a fresh official layout in its own
+    temporary folder (so one test can build several) and returns its :class:`LayoutInfo`."""
+
+    def make(name: str, **options: Any) -> LayoutInfo:
+        return write_official_layout(name, tmp_path_factory.mktemp(name), **options)
+
+    return make
