@@ -30,7 +30,7 @@ class CubSource(Source):
         "train_test_split.txt",
     )
     download_hint: ClassVar[str] = (
-        "download CUB_200_2011.tgz from https://data.caltech.edu/records/65de6-vvk48, extract "
+        "download CUB_200_2011.tgz from https://data.caltech.edu/records/65de6-vp158, extract "
         "it, and pass the CUB_200_2011 folder as the root"
     )
 
