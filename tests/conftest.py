@@ -19,3 +19,15 @@ def official_layout(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., L
         return write_official_layout(name, tmp_path_factory.mktemp(name), **options)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never reach the internet or send telemetry, whatever the calling shell sets."""
+    for name, value in {
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "DO_NOT_TRACK": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }.items():
+        monkeypatch.setenv(name, value)

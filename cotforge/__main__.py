@@ -1,0 +1,5 @@
+"""``python -m cotforge`` runs the command line."""
+
+from cotforge.cli import main
+
+main()

@@ -1,0 +1,264 @@
+"""The ``cotforge`` command: thin verbs that resolve options and call one function each.
+
+Every verb resolves its options through :mod:`cotforge.config` (flags > environment > config
+file > defaults) and turns a :class:`~cotforge.errors.CotforgeError` into a one-line message and
+a non-zero exit. Heavy modules are imported inside the verbs so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cotforge.config import DatasetOptions, GlobalOptions, PlanOptions, resolve
+from cotforge.errors import CotforgeError
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    help="Verified chain-of-thought data for fine-grained visual recognition (Fine-R1 recipe).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+datasets_app = typer.Typer(
+    help="List, inspect and download the FGVR datasets.", no_args_is_help=True
+)
+app.add_typer(datasets_app, name="datasets")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option(help="DuckDB store file [env COTFORGE_STORE; default ./cotforge.duckdb]"),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="config file [env COTFORGE_CONFIG; default ./cotforge.toml]"),
+]
+RootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="dataset folder in its official layout [default COTFORGE_HOME/datasets/NAME]"
+    ),
+]
+DownloadOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--download/--no-download", help="download a dataset missing under the default root"
+    ),
+]
+SplitModeOpt = Annotated[
+    str | None, typer.Option(help="seen/unseen split: 'paper' (Fine-R1's) or 'random'")
+]
+UnseenFractionOpt = Annotated[
+    float | None, typer.Option(help="share of unseen classes for --split-mode random [0.4]")
+]
+SplitSeedOpt = Annotated[int | None, typer.Option(help="seed of the random split [0]")]
+
+
+def reports_errors(command: F) -> F:
+    """Print a user error as one line on stderr and exit non-zero, without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CotforgeError as err:
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(err.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _global(store: Path | None, config: Path | None) -> GlobalOptions:
+    return resolve(GlobalOptions, section=None, flags={"store": store}, config_file=config)
+
+
+@datasets_app.command("list")
+@reports_errors
+def datasets_list(config: ConfigOpt = None) -> None:
+    """List the supported datasets, their classes, split and whether they are on disk."""
+    from cotforge.data.annotations import load_annotations
+    from cotforge.data.registry import dataset_names, get_source
+
+    options = _global(None, config)
+    table = Table(title="FGVR datasets")
+    for column in ("name", "dataset", "super-category", "classes", "seen/unseen", "hierarchy"):
+        table.add_column(column)
+    table.add_column("default root")
+    for name in dataset_names():
+        notes = load_annotations(name)
+        split = notes.split()
+        seen = sum(1 for s in split.values() if s == "seen")
+        root = options.dataset_root(name)
+        present = root.is_dir() and not get_source(name, root).missing_files()
+        table.add_row(
+            name,
+            notes.title,
+            notes.super_category,
+            str(len(notes.classes)),
+            f"{seen}/{len(split) - seen}",
+            " > ".join((*notes.hierarchy_levels, "class")),
+            f"{root} ({'present' if present else 'absent'})",
+        )
+    console.print(table)
+
+
+@datasets_app.command("show")
+@reports_errors
+def datasets_show(
+    name: Annotated[str, typer.Argument(help="dataset name (see `cotforge datasets list`)")],
+    root: RootOpt = None,
+    download: DownloadOpt = None,
+    split_mode: SplitModeOpt = None,
+    unseen_fraction: UnseenFractionOpt = None,
+    split_seed: SplitSeedOpt = None,
+    classes: Annotated[bool, typer.Option(help="also list every class")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Show a dataset's splits, image counts per split, and its seen/unseen classes."""
+    from cotforge.data.locate import open_source
+    from cotforge.report_tables import dataset_tables
+
+    options = resolve(
+        DatasetOptions,
+        section="datasets",
+        flags={
+            "root": root,
+            "download": download,
+            "split_mode": split_mode,
+            "unseen_fraction": unseen_fraction,
+            "split_seed": split_seed,
+        },
+        config_file=config,
+    )
+    globals_ = _global(None, config)
+    source = open_source(
+        name,
+        root=options.root,
+        default_root=globals_.dataset_root(name),
+        download=options.download,
+        console=console,
+    )
+    class_split = source.annotations.split(
+        mode=options.split_mode, unseen_fraction=options.unseen_fraction, seed=options.split_seed
+    )
+    for table in dataset_tables(source, class_split, with_classes=classes):
+        console.print(table)
+
+
+@datasets_app.command("download")
+@reports_errors
+def datasets_download(
+    name: Annotated[str, typer.Argument(help="dataset name")],
+    root: RootOpt = None,
+    force: Annotated[bool, typer.Option(help="download and extract again")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Download a dataset's official archives, verify checksums, and extract them safely."""
+    from cotforge.data.download import download_dataset
+    from cotforge.data.registry import canonical_name
+
+    name = canonical_name(name)
+    target = root or _global(None, config).dataset_root(name)
+    path = download_dataset(name, root=target, force=force, console=console)
+    console.print(f"{name}: ready at {path}")
+
+
+@app.command("plan")
+@reports_errors
+def plan(
+    dataset: Annotated[str | None, typer.Option(help="dataset name")] = None,
+    shots: Annotated[int | None, typer.Option(help="images per seen class [4]")] = None,
+    seed: Annotated[int | None, typer.Option(help="sampling seed [0]")] = None,
+    strategy: Annotated[
+        str | None, typer.Option(help="negative class strategy: hierarchy | text | image")
+    ] = None,
+    from_split: Annotated[str | None, typer.Option(help="split to draw from [train]")] = None,
+    allow_fewer: Annotated[
+        bool | None, typer.Option("--allow-fewer/--no-allow-fewer", help="accept small classes")
+    ] = None,
+    root: RootOpt = None,
+    download: DownloadOpt = None,
+    split_mode: SplitModeOpt = None,
+    unseen_fraction: UnseenFractionOpt = None,
+    split_seed: SplitSeedOpt = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Sample k shots per seen class and their TAPO triplets into the store."""
+    from cotforge.data.locate import open_source
+    from cotforge.plan import make_plan
+    from cotforge.report_tables import plan_table
+    from cotforge.store import Store
+
+    options = resolve(
+        PlanOptions,
+        section="plan",
+        flags={
+            "dataset": dataset,
+            "shots": shots,
+            "seed": seed,
+            "strategy": strategy,
+            "from_split": from_split,
+            "allow_fewer": allow_fewer,
+            "root": root,
+            "download": download,
+            "split_mode": split_mode,
+            "unseen_fraction": unseen_fraction,
+            "split_seed": split_seed,
+        },
+        config_file=config,
+    )
+    globals_ = _global(store, config)
+    source = open_source(
+        options.dataset,
+        root=options.root,
+        default_root=globals_.dataset_root(options.dataset),
+        download=options.download,
+        console=console,
+    )
+    with Store.open(globals_.store) as db:
+        summary = make_plan(source, db, options, console=console)
+    console.print(plan_table(summary))
+
+
+@app.command("stats")
+@reports_errors
+def stats(
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Summarise what the store holds: samples, requests, rationales, verdicts, reviews, exports."""
+    from cotforge.report_tables import stats_table
+    from cotforge.store import Store
+
+    path = _global(store, config).store
+    if not path.exists():
+        msg = f"store {path} does not exist; run `cotforge plan` first or pass --store PATH"
+        raise CotforgeError(msg)
+    with Store.open(path, read_only=True) as db:
+        figures = db.stats()
+    if as_json:
+        typer.echo(json.dumps(figures, sort_keys=True))
+    else:
+        console.print(stats_table(figures))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
