@@ -1,0 +1,352 @@
+"""How fast the post-generation stages run on 100,000 rationales, and how well they decide.
+
+One section per stage; each builds its own inputs, prints its own table and one ``RESULT`` line,
+and the RESULT lines come last, in section order.
+
+dedup: 100,000 synthetic rationales of 1.5-5k characters made from the 12 real Fine-R1 stage-1
+rationales in ``tests/data``: the records are cut into sentences, each sentence gets 30 variants
+with 8% of its words replaced by other words of the records, and a document strings random
+variants together until it reaches a random length. 10% of the documents are planted light
+edits of another document (2-5% of the words replaced, one sentence dropped) and 1% are exact
+copies with the case and whitespace changed; those 11,000 (original, copy) pairs are the ground
+truth. Measured: ``MinHashIndex.add`` (signatures, LSH, verification) plus ``cluster``, wall
+time and peak RSS, and precision/recall of the clusters over the planted pairs.
+
+Baseline, in the same run: datasketch's ``MinHash`` (128 permutations, ``update_batch``) and
+``MinHashLSH`` at the same threshold on the same 3-word shingles, on a 10,000-document sample
+made of whole families (an original with its copies), extrapolated to docs/s; cotforge is also
+run on the same sample. datasketch is not a cotforge dependency (``pip install datasketch``);
+without it the baseline row is skipped.
+
+    .venv/bin/python benchmarks/bench_verify_dedup.py [--docs 100000] [--baseline-docs 10000]
+
+The last line is ``RESULT dedup_seconds_100k=<seconds> target<10``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import random
+import re
+import resource
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cotforge.dedup import Cluster, MinHashIndex, cluster, normalize
+
+SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "data" / "fine_r1_stage1_sample.json"
+_SENTENCE = re.compile(r"(?<=[.!?:])\s+|\n+")
+_WORD_SPLIT = re.compile(r"(\w+)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _peak_rss_mib() -> float:
+    """Peak resident memory since the last :func:`_reset_peak_rss` (or since the start)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def _reset_peak_rss() -> None:
+    """Start a new peak-RSS window (Linux: ``5 > /proc/self/clear_refs``), so that building the
+    inputs does not count as the measured step's memory."""
+    gc.collect()
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _records() -> list[str]:
+    """The assistant messages of the real sample: the rationales the synthetic ones come from."""
+    rows = json.loads(SAMPLE.read_text())
+    return [m["content"] for row in rows for m in row["messages"] if m["role"] == "assistant"]
+
+
+def _print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    print(f"\n{title}")
+    line = "  ".join(
+        f"{cell:<{w}}" if i == 0 else f"{cell:>{w}}"
+        for i, (cell, w) in enumerate(zip(header, widths, strict=True))
+    )
+    print(line)
+    print("-" * len(line))
+    for row in rows:
+        print(
+            "  ".join(
+                f"{cell:<{w}}" if i == 0 else f"{cell:>{w}}"
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# dedup
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Corpus:
+    ids: list[str]
+    texts: list[str]
+    families: list[int]  # documents of one family: an original and its planted copies
+    truth: set[tuple[str, str]]  # (original, copy), sorted by id
+
+
+def _substitute(text: str, share: float, vocabulary: Sequence[str], rng: random.Random) -> str:
+    """``text`` with ``share`` of its words replaced by random words of ``vocabulary``."""
+    parts = _WORD_SPLIT.split(text)
+    words = range(1, len(parts), 2)
+    for i in rng.sample(words, round(share * len(words))):
+        parts[i] = rng.choice(vocabulary)
+    return "".join(parts)
+
+
+def light_edit(text: str, vocabulary: Sequence[str], rng: random.Random) -> str:
+    """One sentence dropped and 2-5% of the words replaced: a teacher's near-identical answer."""
+    sentences = [s for s in _SENTENCE.split(text) if s.strip()]
+    del sentences[rng.randrange(len(sentences))]
+    return _substitute("\n".join(sentences), rng.uniform(0.02, 0.05), vocabulary, rng)
+
+
+def exact_copy(text: str, rng: random.Random) -> str:
+    """The same words with other case and whitespace: what exact dedup must still call equal."""
+    words = text.split()
+    return "  ".join(w.upper() if rng.random() < 0.3 else w for w in words) + " \n"
+
+
+def build_corpus(docs: int, *, seed: int = 0) -> Corpus:
+    """``docs`` documents: 89% distinct, 10% light edits and 1% exact copies of distinct ones."""
+    rng = random.Random(seed)
+    records = _records()
+    vocabulary = sorted({w for r in records for w in re.findall(r"\w+", r)})
+    variants = [
+        [_substitute(sentence, 0.08, vocabulary, rng) for _ in range(30)]
+        for record in records
+        for sentence in _SENTENCE.split(record)
+        if sentence.strip()
+    ]
+    edits, exacts = docs // 10, docs // 100
+    originals = docs - edits - exacts
+    texts, families = [], []
+    for family in range(originals):
+        target, size, parts = rng.uniform(1500, 5000), 0, []
+        while size < target:
+            sentence = rng.choice(rng.choice(variants))
+            parts.append(sentence)
+            size += len(sentence) + 1
+        texts.append("\n".join(parts))
+        families.append(family)
+    copied = rng.sample(range(originals), edits + exacts)
+    for n, original in enumerate(copied):
+        if n < edits:
+            texts.append(light_edit(texts[original], vocabulary, rng))
+        else:
+            texts.append(exact_copy(texts[original], rng))
+        families.append(original)
+    order = list(range(docs))
+    rng.shuffle(order)
+    ids = [f"rat-{i:07d}" for i in range(docs)]
+    texts = [texts[i] for i in order]
+    families = [families[i] for i in order]
+    first_of: dict[int, str] = {}
+    truth = set()
+    for doc_id, family in zip(ids, families, strict=True):
+        if family in first_of:
+            truth.add((first_of[family], doc_id))
+        else:
+            first_of[family] = doc_id
+    return Corpus(ids, texts, families, truth)
+
+
+def sample_families(corpus: Corpus, docs: int, *, seed: int = 1) -> Corpus:
+    """About ``docs`` documents of ``corpus`` made of whole families, so their planted pairs are
+    all inside the sample."""
+    sizes = Counter(corpus.families)
+    order = sorted(sizes)
+    random.Random(seed).shuffle(order)
+    keep_families: set[int] = set()
+    count = 0
+    for family in order:
+        if count >= docs:
+            break
+        keep_families.add(family)
+        count += sizes[family]
+    keep = [i for i, family in enumerate(corpus.families) if family in keep_families]
+    ids = [corpus.ids[i] for i in keep]
+    inside = set(ids)
+    return Corpus(
+        ids,
+        [corpus.texts[i] for i in keep],
+        [corpus.families[i] for i in keep],
+        {pair for pair in corpus.truth if pair[0] in inside},
+    )
+
+
+def precision_recall(
+    found: set[tuple[str, str]], truth: set[tuple[str, str]]
+) -> tuple[float, float]:
+    hits = len(found & truth)
+    return hits / max(len(found), 1), hits / max(len(truth), 1)
+
+
+def clustered_pairs(clusters: Sequence[Cluster]) -> set[tuple[str, str]]:
+    """Every pair of documents that share a cluster, as sorted tuples."""
+    pairs = set()
+    for group in clusters:
+        members = sorted(member.id for member in group.members)
+        pairs.update((a, b) for i, a in enumerate(members) for b in members[i + 1 :])
+    return pairs
+
+
+def run_cotforge(corpus: Corpus) -> dict[str, float]:
+    _reset_peak_rss()
+    started = time.perf_counter()
+    index = MinHashIndex()
+    pairs = index.add(corpus.ids, corpus.texts)
+    clusters = cluster(corpus.ids, pairs)
+    seconds = time.perf_counter() - started
+    precision, recall = precision_recall(clustered_pairs(clusters), corpus.truth)
+    return {
+        "docs": len(corpus.ids),
+        "seconds": seconds,
+        "rss": _peak_rss_mib(),
+        "precision": precision,
+        "recall": recall,
+    }
+
+
+def run_datasketch(corpus: Corpus, *, threshold: float, shingle_size: int) -> dict[str, float]:
+    """datasketch on the same shingles: normalised words joined in runs of ``shingle_size``."""
+    from datasketch import MinHash, MinHashLSH
+
+    _reset_peak_rss()
+    started = time.perf_counter()
+    lsh = MinHashLSH(threshold=threshold, num_perm=128)
+    found: list[tuple[str, str]] = []
+    for doc_id, text in zip(corpus.ids, corpus.texts, strict=True):
+        words = normalize(text).split()
+        shingles = {
+            " ".join(words[i : i + shingle_size])
+            for i in range(max(len(words) - shingle_size + 1, 1))
+        }
+        signature = MinHash(num_perm=128)
+        signature.update_batch([s.encode() for s in shingles])
+        found.extend((other, doc_id) for other in lsh.query(signature))
+        lsh.insert(doc_id, signature)
+    seconds = time.perf_counter() - started
+    precision, recall = precision_recall({tuple(sorted(p)) for p in found}, corpus.truth)
+    return {
+        "docs": len(corpus.ids),
+        "seconds": seconds,
+        "rss": _peak_rss_mib(),
+        "precision": precision,
+        "recall": recall,
+    }
+
+
+def dedup_section(args: argparse.Namespace) -> str:
+    """Run the dedup benchmark, print its table, return its RESULT line."""
+    started = time.perf_counter()
+    corpus = build_corpus(args.docs)
+    sample = sample_families(corpus, args.baseline_docs)
+    built = time.perf_counter() - started
+    chars = sum(map(len, corpus.texts))
+    params = MinHashIndex().params
+    print(
+        f"dedup corpus: {len(corpus.ids):,} rationales, {chars / len(corpus.ids):,.0f} characters "
+        f"on average, {len(corpus.truth):,} planted pairs (built in {built:.0f} s); sample of "
+        f"{len(sample.ids):,} with {len(sample.truth):,} pairs. Defaults: {params}"
+    )
+    ours = run_cotforge(corpus)
+    ours_sample = run_cotforge(sample)
+    try:
+        import datasketch  # noqa: F401
+    except ImportError:
+        baseline = None
+    else:
+        baseline = run_datasketch(
+            sample, threshold=params.threshold, shingle_size=params.shingle_size
+        )
+
+    def rate(result: dict[str, float]) -> float:
+        return result["docs"] / result["seconds"]
+
+    rows = []
+    if baseline is not None:
+        rows.append(("datasketch MinHash + MinHashLSH (sample)", baseline, 1.0))
+        extrapolated = dict(
+            baseline, docs=len(corpus.ids), seconds=len(corpus.ids) / rate(baseline)
+        )
+        rows.append((f"datasketch, extrapolated to {len(corpus.ids):,}", extrapolated, 1.0))
+    for name, result in (
+        ("cotforge MinHashIndex.add + cluster (sample)", ours_sample),
+        ("cotforge MinHashIndex.add + cluster", ours),
+    ):
+        rows.append((name, result, rate(result) / rate(baseline) if baseline else float("nan")))
+    _print_table(
+        "dedup (x = docs/s relative to datasketch on the sample; extrapolated rows are docs/s "
+        "times the document count, no RSS)",
+        ["what", "docs", "seconds", "docs/s", "peak RSS MiB", "precision", "recall", "x"],
+        [
+            (
+                name,
+                f"{result['docs']:,}",
+                f"{result['seconds']:.2f}",
+                f"{rate(result):,.0f}",
+                "-" if "extrapolated" in name else f"{result['rss']:.0f}",
+                f"{result['precision']:.3f}",
+                f"{result['recall']:.3f}",
+                f"{ratio:.1f}",
+            )
+            for name, result, ratio in rows
+        ],
+    )
+    print(
+        "peak RSS includes the corpus held in memory "
+        f"({chars / 2**20:.0f} MiB of text as Python strings)"
+    )
+    scale = 100_000 / len(corpus.ids)
+    return f"RESULT dedup_seconds_100k={ours['seconds'] * scale:.2f} target<10"
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], str]] = {"dedup": dedup_section}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=100_000, help="rationales to deduplicate")
+    parser.add_argument(
+        "--baseline-docs", type=int, default=10_000, help="sample size for datasketch"
+    )
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=sorted(SECTIONS),
+        default=list(SECTIONS),
+        help="which stages to run",
+    )
+    args = parser.parse_args()
+    results = [SECTIONS[name](args) for name in args.sections]
+    print()
+    for line in results:
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
