@@ -177,7 +177,7 @@ _SCHEMA_V1 = [
 MIGRATIONS: list[tuple[int, list[str]]] = [(1, _SCHEMA_V1)]
 """Ordered (version, statements); opening a store applies those above its version."""
 
-RUN_KINDS = ("plan", "generate", "verify", "dedup", "review", "export", "eval")
+RUN_KINDS = ("plan", "generate", "import", "verify", "dedup", "review", "export", "eval")
 RUN_STATUSES = ("running", "ok", "failed", "interrupted")
 REQUEST_PURPOSES = ("concepts", "rationale", "judge", "eval")
 REQUEST_STATUSES = ("pending", "ok", "error")
@@ -218,6 +218,9 @@ _ARROW_TYPES = {
 _ROW_GROUP_SIZE = 4096
 _CHECKPOINT_THRESHOLD = "128MiB"
 _COMPRESSION = "zstd"
+_MEMORY_LIMIT = "256MiB"
+"""DuckDB's own buffers (DuckDB defaults to 80% of RAM); a full read of a 100k-rationale store
+then peaks under 1 GiB with the polars frame, and larger joins spill to the temp directory."""
 
 Rows = Sequence[Mapping[str, Any]] | pl.DataFrame
 
@@ -330,6 +333,7 @@ class Store:
             con.execute("USE store")
             con.execute("SET TimeZone = 'UTC'")
             con.execute(f"SET checkpoint_threshold = '{_CHECKPOINT_THRESHOLD}'")
+            con.execute(f"SET memory_limit = '{_MEMORY_LIMIT}'")
             con.execute(f"SET temp_directory = '{quoted}.tmp'")
             con.execute(f"SET force_compression = '{_COMPRESSION}'")
             _migrate(con, path, read_only=read_only)
@@ -754,6 +758,78 @@ class Store:
             f"FROM rationales r JOIN requests q USING (request_id){clause}"
         )
         return self._con.sql(sql, params=params).pl()
+
+    def rationales_for_verify(self, *, only_unverified: bool) -> pl.DataFrame:
+        """Every rationale with its text and its image's dataset and class, for the verifier.
+
+        Unlike :meth:`request_results` this keeps rationales without a request (imports, human
+        edits): ``raw_text`` is their own text, else the request's response. ``dataset`` and
+        ``class_index`` are NULL when the rationale's ``sample_id`` is not in ``images`` (the
+        verifier fails such a record rather than skipping it silently). ``only_unverified``
+        keeps those without any verdict, which is what makes an interrupted run resumable.
+        Ordered by rationale id, so batches are the same on every run.
+        """
+        unverified = (
+            " WHERE NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.rationale_id = r.rationale_id)"
+            if only_unverified
+            else ""
+        )
+        return self._con.sql(
+            "SELECT r.rationale_id, r.sample_id, coalesce(r.raw_text, q.response_text) AS "
+            "raw_text, i.dataset, i.class_index FROM rationales r "
+            "LEFT JOIN requests q USING (request_id) "
+            f"LEFT JOIN images i ON i.image_id = r.sample_id{unverified} "
+            "ORDER BY r.rationale_id"
+        ).pl()
+
+    def rationale_profiles(self, *, run_id: str | None = None) -> pl.DataFrame:
+        """One row per rationale for the quality report: its dataset and class, and how long
+        each stage is, in characters (NULL for a missing stage), with its candidate count.
+
+        Texts are measured here and not returned, so profiling 100k multi-kB rationales stays
+        small in memory. Dataset and class come from the image ``sample_id`` names, else from
+        the planned sample. With ``run_id``, the rationales that run produced (its requests'; for
+        an import run, those it stamped with its start time, see cotforge.importer), judged
+        (verdicts) or clustered (duplicates).
+        """
+        scope, params = "", {}
+        if run_id is not None:
+            scope = """WHERE r.rationale_id IN (
+                SELECT r.rationale_id FROM rationales r JOIN requests q USING (request_id)
+                WHERE q.run_id = $run
+                UNION SELECT rationale_id FROM verdicts WHERE run_id = $run
+                UNION SELECT rationale_id FROM duplicates WHERE run_id = $run
+                UNION SELECT r.rationale_id FROM rationales r
+                JOIN runs u ON r.created_at = u.started_at
+                WHERE u.run_id = $run AND u.kind = 'import' AND r.request_id IS NULL
+            )"""
+            params = {"run": run_id}
+        sql = f"""SELECT r.rationale_id, r.sample_id, r.request_id,
+                coalesce(i.dataset, s.dataset) AS dataset,
+                coalesce(i.class_name, s.class_name) AS class_name,
+                length(coalesce(r.raw_text, q.response_text)) AS text_chars,
+                length(r.analysis) AS analysis_chars,
+                nullif(length(array_to_string(r.candidates, ', ')), 0) AS options_chars,
+                length(r.comparison) AS comparison_chars,
+                length(r.prediction) AS prediction_chars,
+                coalesce(len(r.candidates), 0) AS candidate_count
+            FROM rationales r
+            LEFT JOIN requests q USING (request_id)
+            LEFT JOIN images i ON i.image_id = r.sample_id
+            LEFT JOIN samples s ON s.sample_id = r.sample_id
+            {scope}
+            ORDER BY r.rationale_id"""
+        return self._con.sql(sql, params=params).pl()
+
+    def request_usage(self, *, run_id: str | None = None) -> pl.DataFrame:
+        """Teacher calls without their texts or params (status, latency, tokens, cost), for
+        reports that sum usage over a large store without loading every response."""
+        clause, params = self._where("requests", {"run_id": run_id} if run_id else None)
+        return self._con.sql(
+            "SELECT request_id, run_id, purpose, model, status, latency_s, prompt_tokens, "
+            f"completion_tokens, cost_usd FROM requests{clause} ORDER BY request_id",
+            params=params,
+        ).pl()
 
     def stats(self) -> dict[str, Any]:
         """Counts for ``cotforge stats``: what is planned, asked, accepted, failed, reviewed.
