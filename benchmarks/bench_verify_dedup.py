@@ -39,7 +39,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cotforge.dedup import Cluster, MinHashIndex, cluster, normalize
+from cotforge.dedup import Cluster, cluster
+from cotforge.minhash import MinHashIndex, normalize
 
 SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "data" / "fine_r1_stage1_sample.json"
 _SENTENCE = re.compile(r"(?<=[.!?:])\s+|\n+")

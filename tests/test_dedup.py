@@ -21,22 +21,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cotforge import dedup
-from cotforge.dedup import (
-    Cluster,
-    ClusterMember,
+from cotforge import dedup, minhash
+from cotforge.dedup import Cluster, ClusterMember, cluster, duplicate_rows, embedding_pairs
+from cotforge.errors import MissingExtraError, StoreError
+from cotforge.minhash import (
     DuplicatePair,
     MinHashIndex,
     MinHashParams,
-    cluster,
-    duplicate_rows,
-    embedding_pairs,
     exact_keys,
     lsh_bands,
     minhash_signatures,
     normalize,
 )
-from cotforge.errors import MissingExtraError, StoreError
 
 SAMPLE = Path(__file__).parent / "data" / "fine_r1_stage1_sample.json"
 _SENTENCE = re.compile(r"(?<=[.!?:])\s+|\n+")
@@ -188,10 +184,10 @@ TRICKY = [
 def test_bulk_word_hashing_matches_normalize(text: str) -> None:
     """The byte-level path splits and casefolds exactly as ``normalize`` (\\w runs, casefold),
     also for non-ASCII letters, Unicode punctuation, ligatures and lone surrogates."""
-    hashes, counts = dedup._word_hashes(["a b", text, "c"])
+    hashes, counts = minhash._word_hashes(["a b", text, "c"])
     words = normalize(text).split()
     assert counts.tolist() == [2, len(words), 1]
-    assert hashes[2 : 2 + len(words)].tolist() == dedup._hash_words(words).tolist()
+    assert hashes[2 : 2 + len(words)].tolist() == minhash._hash_words(words).tolist()
 
 
 def test_normalize_ignores_case_whitespace_and_punctuation() -> None:
@@ -233,7 +229,7 @@ def test_signatures_are_deterministic_across_processes() -> None:
     texts = [text for _, text in RECORDS[:4]]
     here = minhash_signatures(texts, seed=7)
     code = (
-        "import json, sys; from cotforge.dedup import minhash_signatures;"
+        "import json, sys; from cotforge.minhash import minhash_signatures;"
         "texts = json.load(sys.stdin);"
         "print(json.dumps(minhash_signatures(texts, seed=7).tolist()))"
     )
@@ -260,8 +256,8 @@ def test_batches_split_long_inputs_without_changing_results(
 ) -> None:
     texts = [text for _, text in RECORDS]
     whole = minhash_signatures(texts)
-    monkeypatch.setattr(dedup, "_BATCH_CHARS", 5000)
-    monkeypatch.setattr(dedup, "_BLOCK_ENTRIES", 128 * 100)  # blocks cut inside documents
+    monkeypatch.setattr(minhash, "_BATCH_CHARS", 5000)
+    monkeypatch.setattr(minhash, "_BLOCK_ENTRIES", 128 * 100)  # blocks cut inside documents
     assert np.array_equal(minhash_signatures(texts), whole)
 
 
