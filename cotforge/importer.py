@@ -14,10 +14,6 @@ read, recognised by content rather than by file extension:
 Imports are idempotent: a rationale's id hashes (dataset, image path, text), so importing a file
 twice, or again after a crash, adds only what is missing. A bad record never stops the import: it
 is skipped with "record N: why" (or "line N: why" in JSON Lines) and counted by reason.
-
-The rationales table has no run column, so the rows an import writes carry the import run's
-``started_at`` as their ``created_at``; :meth:`cotforge.store.Store.rationale_profiles` uses that
-stamp to report on one import run.
 """
 
 from __future__ import annotations
@@ -28,7 +24,6 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -170,8 +165,7 @@ def import_file(
         "batch_size": batch_size,
     }
     run_id = store.start_run("import", config, {"cotforge": version("cotforge")})
-    started_at = store.table("runs", where={"run_id": run_id})["started_at"][0]
-    writer = _Writer(store, root=root, started_at=started_at)
+    writer = _Writer(store, root=root, run_id=run_id)
     try:
         with Progress(console=console, transient=True, disable=console is None) as progress:
             task = progress.add_task(f"importing {source.name}", total=total)
@@ -200,10 +194,10 @@ def import_file(
 class _Writer:
     """Writes batches of entries and keeps the counts the summary reports."""
 
-    def __init__(self, store: Store, *, root: Path, started_at: datetime) -> None:
+    def __init__(self, store: Store, *, root: Path, run_id: str) -> None:
         self.store = store
         self.root = root
-        self.started_at = started_at
+        self.run_id = run_id
         self.records = 0
         self.written = 0
         self.imported = 0
@@ -271,7 +265,7 @@ class _Writer:
             "candidates": list(parsed.candidates),
             "comparison": parsed.comparison,
             "prediction": parsed.prediction,
-            "created_at": self.started_at,
+            "run_id": self.run_id,
         }
 
     def _check_image(self, key: str) -> None:

@@ -174,7 +174,24 @@ _SCHEMA_V1 = [
     )""",
 ]
 
-MIGRATIONS: list[tuple[int, list[str]]] = [(1, _SCHEMA_V1)]
+_SCHEMA_V2 = [
+    # The run that wrote a rationale (generate, import, review); generated ones inherit their
+    # request's run, so reports scope any kind of run with one column.
+    "ALTER TABLE rationales ADD COLUMN run_id VARCHAR",
+    """UPDATE rationales SET run_id = q.run_id FROM requests q
+        WHERE q.request_id = rationales.request_id""",
+    # Serialised cotforge.minhash.MinHashIndex per (scope, parameters): dedup compares new
+    # rationales against stored signatures instead of recomputing them all.
+    """CREATE TABLE dedup_index (
+        name VARCHAR PRIMARY KEY,
+        params JSON NOT NULL,
+        data BLOB NOT NULL,
+        documents INTEGER NOT NULL,
+        updated_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    )""",
+]
+
+MIGRATIONS: list[tuple[int, list[str]]] = [(1, _SCHEMA_V1), (2, _SCHEMA_V2)]
 """Ordered (version, statements); opening a store applies those above its version."""
 
 RUN_KINDS = ("plan", "generate", "import", "verify", "dedup", "review", "export", "eval")
@@ -637,7 +654,8 @@ class Store:
         """Record finished requests and the rationales parsed from them in ONE transaction.
 
         So a crash never leaves an ``ok`` request without its rationales (a rerun would skip it
-        and the rationale would be lost). Every rationale must name a request in ``requests``.
+        and the rationale would be lost). Every rationale must name a request in ``requests``;
+        rationales without a ``run_id`` take their request's.
         """
         request_frame = self._frame("requests", requests)
         rationale_frame = self._frame("rationales", rationales)
@@ -654,6 +672,9 @@ class Store:
                     f"(e.g. {sorted(map(str, orphans))[0]!r}); pass each rationale with its request"
                 )
                 raise ValueError(msg)
+        if rationale_frame.height and "run_id" not in rationale_frame.columns:
+            runs = request_frame.select("request_id", "run_id")
+            rationale_frame = rationale_frame.join(runs, on="request_id", how="left")
         with self.transaction():
             n_requests = self.upsert_requests(request_frame)
             n_rationales = self.add_rationales(rationale_frame)
@@ -788,9 +809,8 @@ class Store:
 
         Texts are measured here and not returned, so profiling 100k multi-kB rationales stays
         small in memory. Dataset and class come from the image ``sample_id`` names, else from
-        the planned sample. With ``run_id``, the rationales that run produced (its requests'; for
-        an import run, those it stamped with its start time, see cotforge.importer), judged
-        (verdicts) or clustered (duplicates).
+        the planned sample. With ``run_id``, the rationales that run produced (through its requests
+        or directly, e.g. an import), judged (verdicts) or clustered (duplicates).
         """
         scope, params = "", {}
         if run_id is not None:
@@ -799,9 +819,7 @@ class Store:
                 WHERE q.run_id = $run
                 UNION SELECT rationale_id FROM verdicts WHERE run_id = $run
                 UNION SELECT rationale_id FROM duplicates WHERE run_id = $run
-                UNION SELECT r.rationale_id FROM rationales r
-                JOIN runs u ON r.created_at = u.started_at
-                WHERE u.run_id = $run AND u.kind = 'import' AND r.request_id IS NULL
+                UNION SELECT rationale_id FROM rationales WHERE run_id = $run
             )"""
             params = {"run": run_id}
         sql = f"""SELECT r.rationale_id, r.sample_id, r.request_id,

@@ -179,14 +179,33 @@ def _decoded(row: dict) -> dict:
 # --- schema and migrations ----------------------------------------------------------------------
 
 
-def test_new_store_has_schema_v1_and_every_table(store: Store) -> None:
-    assert store.table("schema_version")["version"].to_list() == [1]
-    for name in [*ROUND_TRIPS, "runs"]:
+LATEST = store_module.MIGRATIONS[-1][0]
+VERSIONS = [version for version, _ in store_module.MIGRATIONS]
+
+
+def test_new_store_has_the_latest_schema_and_every_table(store: Store) -> None:
+    assert store.table("schema_version")["version"].to_list() == VERSIONS
+    for name in [*ROUND_TRIPS, "runs", "dedup_index"]:
         assert store.table(name).height == 0
 
 
 def _with_v2(statements: list[str]) -> list[tuple[int, list[str]]]:
-    return [*store_module.MIGRATIONS, (2, statements)]
+    """The shipped migrations plus one more (named v2 when only v1 existed)."""
+    return [*store_module.MIGRATIONS, (LATEST + 1, statements)]
+
+
+def test_a_v1_store_gains_rationale_runs_and_the_dedup_index(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "cotforge.duckdb"
+    with monkeypatch.context() as patched:
+        patched.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
+        with Store.open(path) as store:
+            store.upsert_requests([_request("req-1", "generate-1")])
+            store.add_rationales([_rationale("rat-1", "req-1")])
+            assert "run_id" not in store.table("rationales").columns
+    with Store.open(path) as store:
+        assert store.table("schema_version")["version"].to_list() == VERSIONS
+        assert store.table("rationales")["run_id"].to_list() == ["generate-1"]
+        assert store.table("dedup_index").height == 0
 
 
 def test_v1_file_is_migrated_when_a_v2_migration_is_added(tmp_path, monkeypatch) -> None:
@@ -197,7 +216,7 @@ def test_v1_file_is_migrated_when_a_v2_migration_is_added(tmp_path, monkeypatch)
         store_module, "MIGRATIONS", _with_v2(["ALTER TABLE requests ADD COLUMN seed INTEGER"])
     )
     with Store.open(path) as store:
-        assert store.table("schema_version")["version"].to_list() == [1, 2]
+        assert store.table("schema_version")["version"].to_list() == [*VERSIONS, LATEST + 1]
         assert store.table("requests")["request_id"].to_list() == ["req-1"]
         store.upsert_requests([_request("req-2", "generate-1", seed=3)])  # the new column
         assert store.table("requests", where={"request_id": "req-2"})["seed"].to_list() == [3]
@@ -212,7 +231,7 @@ def test_a_failing_migration_changes_nothing(tmp_path, monkeypatch) -> None:
         Store.open(path)
     monkeypatch.undo()
     with Store.open(path) as store:
-        assert store.table("schema_version")["version"].to_list() == [1]
+        assert store.table("schema_version")["version"].to_list() == VERSIONS
         assert "seed" not in store.table("requests").columns
 
 
@@ -222,7 +241,8 @@ def test_store_from_a_newer_cotforge_is_refused(tmp_path, monkeypatch) -> None:
         patched.setattr(store_module, "MIGRATIONS", _with_v2(["CREATE TABLE notes (x INTEGER)"]))
         Store.open(path).close()
     expected = (
-        f"{path} was written by a newer cotforge (schema v2, this one knows up to v1); "
+        f"{path} was written by a newer cotforge (schema v{LATEST + 1}, this one knows up to "
+        f"v{LATEST}); "
         "upgrade cotforge"
     )
     with pytest.raises(StoreError) as err:
@@ -731,6 +751,11 @@ def test_rationale_text_is_stored_once_and_read_back(store: Store) -> None:
     store.add_request_results([request], [_rationale("rat-1", "req-1", raw_text=None)])
     assert store.table("rationales")["raw_text"].to_list() == [None]
     assert store.request_results()["raw_text"].to_list() == [request["response_text"]]
+
+
+def test_generated_rationales_take_their_request_run(store: Store) -> None:
+    store.add_request_results([_request("req-1", "generate-7")], [_rationale("rat-1", "req-1")])
+    assert store.table("rationales")["run_id"].to_list() == ["generate-7"]
 
 
 def test_rationale_without_request_must_carry_text(store: Store) -> None:
