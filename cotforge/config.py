@@ -21,7 +21,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from cotforge.errors import ConfigError
 
@@ -158,3 +165,128 @@ def _describe(err: ValidationError, origins: dict[str, str]) -> str:
         else:
             problems.append(f"option {key!r} from {where}: {error['msg']}")
     return "; ".join(problems)
+
+
+class ImportOptions(Options):
+    """Options of ``cotforge import`` (the file itself is the verb's argument)."""
+
+    image_root: Path | None = Field(
+        None,
+        description="folder that relative image paths resolve against (default: the file's folder)",
+    )
+    dataset: str | None = Field(
+        None, description="dataset of every record (default: inferred from path, else label)"
+    )
+    batch_size: int = Field(500, ge=1, description="records written per transaction")
+
+
+class ReportOptions(Options):
+    """Options of ``cotforge report``."""
+
+    run_id: str | None = Field(None, description="report on this run only (default: whole store)")
+    out_dir: Path | None = Field(
+        None, description="write index.html and its PNG plots to this folder"
+    )
+
+
+VERIFY_CHECKS = (
+    "structure",
+    "correct",
+    "candidates",
+    "super_category",
+    "leakage",
+    "language",
+    "length",
+)
+"""The checks ``cotforge verify`` runs (cotforge.verify), by name, in the order it reports them."""
+
+
+class VerifyOptions(Options):
+    """Options of ``cotforge verify`` and of the checks the generation loop runs per response.
+
+    Every check runs on every rationale and is stored as a verdict; ``required`` only decides
+    which of them a rationale must pass to be accepted, so changing it needs no re-verification
+    of what the checks found. The length defaults leave room around the released Fine-R1 records
+    (analysis 635-1,288, comparison 666-1,810, prediction 151-905 characters; 2.5-4.6k in all).
+    """
+
+    required: list[str] = Field(
+        default_factory=lambda: list(VERIFY_CHECKS),
+        description="checks a rationale must pass to be accepted (comma-separated on the CLI)",
+    )
+    analysis_min_chars: int = Field(100, ge=0, description="shortest analysis stage")
+    analysis_max_chars: int = Field(
+        6000, ge=1, validate_default=True, description="longest analysis stage"
+    )
+    comparison_min_chars: int = Field(100, ge=0, description="shortest comparison stage")
+    comparison_max_chars: int = Field(
+        8000, ge=1, validate_default=True, description="longest comparison stage"
+    )
+    prediction_min_chars: int = Field(1, ge=0, description="shortest prediction stage")
+    prediction_max_chars: int = Field(
+        2000, ge=1, validate_default=True, description="longest prediction stage"
+    )
+    max_total_chars: int = Field(20000, ge=1, description="longest whole response")
+    leakage_phrases: list[str] = Field(
+        default_factory=list,
+        description="phrases that betray the given label, on top of the built-in list",
+    )
+    language: Literal["en"] = Field(
+        "en", description="language the text must be written in (checked by its script)"
+    )
+    allow_missing_year: bool = Field(
+        False, description="cars: accept a prediction that leaves out an unambiguous year"
+    )
+    batch_size: int = Field(
+        2000, ge=1, description="rationales per verdict write; a crash loses at most one batch"
+    )
+
+    @field_validator("required", "leakage_phrases", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        """Environment variables and flags give lists as one comma-separated string."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("required")
+    @classmethod
+    def _known_checks(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in VERIFY_CHECKS]
+        if unknown:
+            msg = (
+                f"unknown check(s) {', '.join(map(repr, unknown))}; "
+                f"known checks: {', '.join(VERIFY_CHECKS)}"
+            )
+            raise ValueError(msg)
+        return list(dict.fromkeys(value))
+
+    @field_validator("leakage_phrases")
+    @classmethod
+    def _non_blank(cls, value: list[str]) -> list[str]:
+        if any(not phrase.strip() for phrase in value):
+            msg = "leakage phrases must not be blank; remove the empty entry"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("analysis_max_chars", "comparison_max_chars", "prediction_max_chars")
+    @classmethod
+    def _above_minimum(cls, value: int, info: ValidationInfo) -> int:
+        minimum = str(info.field_name).replace("_max_", "_min_")
+        low = info.data.get(minimum)
+        if low is not None and low > value:
+            msg = f"{value} is below {minimum} ({low}); raise the maximum or lower the minimum"
+            raise ValueError(msg)
+        return value
+
+
+class DedupOptions(Options):
+    """Options of ``cotforge dedup``; changing the MinHash ones starts a fresh index."""
+
+    threshold: float = Field(0.5, gt=0.0, le=1.0, description="near-duplicate Jaccard threshold")
+    shingle_size: int = Field(3, ge=1, description="words per shingle")
+    num_perm: int = Field(128, ge=16, description="MinHash permutations")
+    same_class: bool = Field(False, description="compare rationales of the same class only")
+    embeddings: bool = Field(False, description="also find MiniLM embedding near-duplicates")
+    embedding_threshold: float = Field(0.95, gt=0.0, le=1.0, description="embedding cosine")
+    seed: int = Field(0, description="MinHash seed")
