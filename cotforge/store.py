@@ -502,7 +502,7 @@ class Store:
                     changed += self._con.execute(
                         f"UPDATE {table} SET {assignments} FROM _cotforge_frame f "
                         f"WHERE {matches}{guard}"
-                    ).fetchone()[0]
+                    ).fetchall()[0][0]
                 if present.height:
                     self._con.unregister("_cotforge_frame")
                     present = present.cast({c: frame.schema[c] for c in key}, strict=False)
@@ -512,7 +512,7 @@ class Store:
                     names = ", ".join(frame.columns)
                     changed += self._con.execute(
                         f"INSERT INTO {table} ({names}) SELECT {names} FROM _cotforge_frame"
-                    ).fetchone()[0]
+                    ).fetchall()[0][0]
             except (duckdb.ConstraintException, duckdb.ConversionException) as err:
                 msg = f"rows for {table} do not fit its schema: {str(err).splitlines()[0]}"
                 raise ValueError(msg) from err
@@ -803,6 +803,57 @@ class Store:
             "ORDER BY r.rationale_id"
         ).pl()
 
+    def rationales_for_dedup(self, *, exclude: Sequence[str] = ()) -> pl.DataFrame:
+        """Rationale ids, texts, dataset and class, except ``exclude`` (already indexed ones).
+
+        The anti-join runs in DuckDB, so an incremental dedup reads only the new texts.
+        """
+        skip = pl.DataFrame({"rationale_id": list(exclude)}, schema={"rationale_id": pl.String})
+        self._con.register("_cotforge_exclude", skip)
+        try:
+            return self._con.sql(
+                "SELECT r.rationale_id, coalesce(r.raw_text, q.response_text) AS text, "
+                "coalesce(i.dataset, s.dataset) AS dataset, "
+                "coalesce(i.class_index, s.class_index) AS class_index FROM rationales r "
+                "LEFT JOIN requests q USING (request_id) "
+                "LEFT JOIN images i ON i.image_id = r.sample_id "
+                "LEFT JOIN samples s ON s.sample_id = r.sample_id "
+                "ANTI JOIN _cotforge_exclude x USING (rationale_id) "
+                "ORDER BY r.created_at, r.rationale_id"
+            ).pl()
+        finally:
+            self._con.unregister("_cotforge_exclude")
+
+    def rationale_ranks(self) -> pl.DataFrame:
+        """Per rationale: required checks failed, checks passed, and when it was made.
+
+        Dedup keeps the best-verified member of a cluster: fewest failed required checks, then
+        most checks passed, then the earliest.
+        """
+        return self._con.sql(
+            "SELECT r.rationale_id, r.created_at, "
+            "count(v.check_name) FILTER (WHERE v.required AND NOT v.passed) AS failed_required, "
+            "count(v.check_name) FILTER (WHERE v.passed) AS checks_passed "
+            "FROM rationales r LEFT JOIN verdicts v USING (rationale_id) "
+            "GROUP BY r.rationale_id, r.created_at"
+        ).pl()
+
+    def load_dedup_index(self, name: str) -> bytes | None:
+        """The serialised dedup index called ``name``, or None when there is none yet."""
+        rows = self._con.execute("SELECT data FROM dedup_index WHERE name = ?", [name]).fetchall()
+        return bytes(rows[0][0]) if rows else None
+
+    def save_dedup_index(
+        self, name: str, *, params: Mapping[str, Any], data: bytes, documents: int
+    ) -> None:
+        """Store (or replace) the serialised dedup index ``name`` in one transaction."""
+        with self.transaction():
+            self._con.execute(
+                "INSERT OR REPLACE INTO dedup_index (name, params, data, documents, updated_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [name, _JSON.encode(dict(params)), data, documents, _utcnow()],
+            )
+
     def rationale_profiles(self, *, run_id: str | None = None) -> pl.DataFrame:
         """One row per rationale for the quality report: its dataset and class, and how long
         each stage is, in characters (NULL for a missing stage), with its candidate count.
@@ -858,7 +909,7 @@ class Store:
         """
         query = self._con.execute
         counts = {
-            name: query(f"SELECT count(*) FROM {name}").fetchone()[0]
+            name: query(f"SELECT count(*) FROM {name}").fetchall()[0][0]
             for name in ("runs", "images", "samples", "triplets", "skipped", "rationales")
         }
         accepted = query(
@@ -869,7 +920,7 @@ class Store:
             WHERE NOT EXISTS (
                 SELECT 1 FROM duplicates d WHERE d.rationale_id = v.rationale_id AND NOT d.kept
             )"""
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         return {
             **counts,
             "requests": dict(
@@ -884,11 +935,11 @@ class Store:
                     "WHERE required AND NOT passed GROUP BY check_name ORDER BY check_name"
                 ).fetchall()
             ),
-            "duplicates": query("SELECT count(*) FROM duplicates WHERE NOT kept").fetchone()[0],
-            "reviewed": query("SELECT count(DISTINCT rationale_id) FROM reviews").fetchone()[0],
+            "duplicates": query("SELECT count(*) FROM duplicates WHERE NOT kept").fetchall()[0][0],
+            "reviewed": query("SELECT count(DISTINCT rationale_id) FROM reviews").fetchall()[0][0],
             "exported": query(
                 "SELECT count(DISTINCT rationale_id) FROM exports WHERE rationale_id IS NOT NULL"
-            ).fetchone()[0],
+            ).fetchall()[0][0],
         }
 
 
@@ -901,7 +952,7 @@ def _schema_version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
         ).fetchall()
     }
     if "schema_version" in tables:
-        return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0]
     if tables:
         msg = (
             f"{path} is a DuckDB database but not a cotforge store (no schema_version table); "

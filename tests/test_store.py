@@ -761,3 +761,10 @@ def test_generated_rationales_take_their_request_run(store: Store) -> None:
 def test_rationale_without_request_must_carry_text(store: Store) -> None:
     with pytest.raises(ValueError, match="neither a request_id nor a raw_text"):
         store.add_rationales([_rationale("rat-1", None, raw_text=None)])
+
+
+def test_reads_after_stats_still_work(store: Store) -> None:
+    """DuckDB 2 refuses new work while a result is half-fetched; stats() must not leave one."""
+    store.stats()
+    assert store.table("rationales").height == 0
+    assert store.rationales_for_verify(only_unverified=True).height == 0
