@@ -13,12 +13,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from importlib.metadata import version
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import polars as pl
+from rich.console import Console
+from rich.progress import Progress
 
 from cotforge.errors import MissingExtraError
 from cotforge.minhash import DuplicateKind, DuplicatePair
+
+if TYPE_CHECKING:
+    from cotforge.config import DedupOptions
+    from cotforge.store import Store
 
 #: How a member's strongest link is chosen when it has several: the more certain kind first.
 _KIND_ORDER: dict[str, int] = {"exact": 0, "near": 1, "embedding": 2}
@@ -237,3 +245,139 @@ def embedding_pairs(
             )
     found.sort(key=lambda pair: (pair[1], pair[0]))
     return [DuplicatePair(ids[a], ids[b], "embedding", min(float(s), 1.0)) for a, b, s in found]
+
+
+# ----------------------------------------------------------------------------------------------
+# Dedup over the store
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DedupSummary:
+    """What one ``cotforge dedup`` run found and recorded."""
+
+    run_id: str
+    indexed: int
+    """Rationales hashed in this run (the ones the stored index did not have)."""
+    total: int
+    """Rationales in the index after the run."""
+    pairs: dict[str, int]
+    """New duplicate pairs by kind (exact, near, embedding)."""
+    clusters: int
+    """Clusters touched by this run (new, or grown by a new member)."""
+    flagged: int
+    """Rationales flagged as duplicates in the whole store after the run."""
+
+    def rows(self) -> list[tuple[str, object]]:
+        """(figure, value) pairs in reading order."""
+        return [
+            ("rationales hashed now", self.indexed),
+            ("rationales in the index", self.total),
+            *((f"new {kind} pairs", count) for kind, count in sorted(self.pairs.items())),
+            ("clusters updated", self.clusters),
+            ("flagged duplicates in the store", self.flagged),
+        ]
+
+
+def _index_name(options: DedupOptions) -> str:
+    """One stored index per MinHash setting and scope: other settings start a fresh index."""
+    scope = "class" if options.same_class else "dataset"
+    return (
+        f"minhash:{scope}:t{options.threshold}:k{options.shingle_size}:"
+        f"p{options.num_perm}:s{options.seed}"
+    )
+
+
+def _groups(frame: Any, *, same_class: bool) -> list[str]:
+    """Comparison groups: never across datasets; within a class too with ``same_class``."""
+    datasets = frame["dataset"].fill_null("?").to_list()
+    if not same_class:
+        return datasets
+    classes = frame["class_index"].fill_null(-1).to_list()
+    return [f"{dataset}/{index}" for dataset, index in zip(datasets, classes, strict=True)]
+
+
+def _stored_pairs(store: Store) -> list[DuplicatePair]:
+    """Earlier clusters as pairs (each flagged member to its kept one), so new pairs can merge
+    into them and the kept member is chosen again over the grown cluster."""
+    rows = store.table("duplicates").filter(~pl.col("kept"))
+    return [
+        DuplicatePair(row["cluster_id"], row["rationale_id"], row["kind"], row["similarity"])
+        for row in rows.iter_rows(named=True)
+    ]
+
+
+def run_dedup(
+    store: Store, options: DedupOptions, *, console: Console | None = None
+) -> DedupSummary:
+    """Hash the rationales the stored index lacks, find their duplicates, update clusters.
+
+    Incremental: the MinHash index lives in the store, so a rerun only hashes new rationales
+    and compares them with the stored signatures. Clusters are recomputed over the new pairs
+    together with the stored ones, keeping the best-verified member (fewest failed required
+    checks, then most checks passed, then the earliest); nothing is deleted, the rest are
+    flagged. Embedding pairs (``options.embeddings``) are computed for the new rationales
+    against all of their group.
+    """
+    from cotforge.minhash import MinHashIndex
+
+    name = _index_name(options)
+    stored = store.load_dedup_index(name)
+    index = (
+        MinHashIndex.from_bytes(stored)
+        if stored is not None
+        else MinHashIndex(
+            num_perm=options.num_perm,
+            shingle_size=options.shingle_size,
+            threshold=options.threshold,
+            seed=options.seed,
+        )
+    )
+    new = store.rationales_for_dedup(exclude=index.ids)
+    config = options.model_dump(mode="json")
+    run_id = store.start_run("dedup", config, {"cotforge": version("cotforge")})
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("hashing new rationales", total=None)
+        ids, texts = new["rationale_id"].to_list(), new["text"].fill_null("").to_list()
+        groups = _groups(new, same_class=options.same_class)
+        pairs = index.add(ids, texts, groups=groups)
+        if options.embeddings and ids:
+            progress.update(task, description="embedding rationales")
+            everything = store.rationales_for_dedup()
+            pairs += _new_embedding_pairs(everything, set(ids), options)
+    counts: dict[str, int] = {}
+    for pair in pairs:
+        counts[pair.kind] = counts.get(pair.kind, 0) + 1
+
+    all_pairs = _stored_pairs(store) + pairs
+    involved = {end for pair in all_pairs for end in (pair.first, pair.second)}
+    ranks = store.rationale_ranks().filter(pl.col("rationale_id").is_in(list(involved)))
+    rank = {
+        row["rationale_id"]: (row["failed_required"], -row["checks_passed"], row["created_at"])
+        for row in ranks.iter_rows(named=True)
+    }
+    clusters = cluster(sorted(involved), all_pairs, rank_key=rank.__getitem__)
+    touched = {end for pair in pairs for end in (pair.first, pair.second)}
+    changed = [c for c in clusters if touched.intersection(m.id for m in c.members)]
+    with store.transaction():
+        store.upsert_duplicates(duplicate_rows(changed, run_id=run_id))
+        if ids:
+            store.save_dedup_index(
+                name, params=config, data=index.to_bytes(), documents=len(index)
+            )
+        store.finish_run(run_id, "ok")
+    flagged = store.table("duplicates").filter(~pl.col("kept")).height
+    return DedupSummary(run_id, len(ids), len(index), counts, len(changed), flagged)
+
+
+def _new_embedding_pairs(
+    everything: Any, new_ids: set[str], options: DedupOptions
+) -> list[DuplicatePair]:
+    """Embedding pairs that involve at least one new rationale."""
+    found = embedding_pairs(
+        everything["rationale_id"].to_list(),
+        everything["text"].fill_null("").to_list(),
+        groups=_groups(everything, same_class=options.same_class),
+        threshold=options.embedding_threshold,
+    )
+    return [pair for pair in found if pair.first in new_ids or pair.second in new_ids]

@@ -19,10 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 from cotforge import dedup, minhash
-from cotforge.dedup import Cluster, ClusterMember, cluster, duplicate_rows, embedding_pairs
+from cotforge.config import DedupOptions
+from cotforge.dedup import (
+    Cluster,
+    ClusterMember,
+    cluster,
+    duplicate_rows,
+    embedding_pairs,
+    run_dedup,
+)
 from cotforge.errors import MissingExtraError, StoreError
 from cotforge.minhash import (
     DuplicatePair,
@@ -33,6 +42,7 @@ from cotforge.minhash import (
     minhash_signatures,
     normalize,
 )
+from cotforge.store import Store
 
 SAMPLE = Path(__file__).parent / "data" / "fine_r1_stage1_sample.json"
 _SENTENCE = re.compile(r"(?<=[.!?:])\s+|\n+")
@@ -537,3 +547,94 @@ def test_embedding_near_duplicates_with_minilm(minilm: object) -> None:
     assert (
         embedding_pairs(["r0", "e0"], [texts[0], edits[0]], groups=["x", "y"], model=minilm) == []
     )
+
+
+# --- dedup over the store ----------------------------------------------------------------------
+
+
+def _store_with(path: Path, planted: Planted, upto: int) -> Store:
+    """A store holding the first ``upto`` planted documents as imported rationales."""
+    store = Store.open(path)
+    rows = [
+        {
+            "rationale_id": doc_id,
+            "request_id": None,
+            "sample_id": f"{group}/import/{doc_id}.jpg",
+            "raw_text": text,
+        }
+        for doc_id, text, group in list(
+            zip(planted.ids, planted.texts, planted.groups, strict=True)
+        )[:upto]
+    ]
+    images = [
+        {
+            "image_id": row["sample_id"],
+            "dataset": row["sample_id"].split("/")[0],
+            "split": "import",
+            "key": f"{row['rationale_id']}.jpg",
+            "class_index": 0,
+            "label": "x",
+            "class_name": "x",
+        }
+        for row in rows
+    ]
+    store.add_images(images)
+    store.add_rationales(rows)
+    return store
+
+
+def _flagged_pairs(store: Store) -> set[frozenset[str]]:
+    rows = store.table("duplicates").filter(~pl.col("kept"))
+    return {frozenset((r["cluster_id"], r["rationale_id"])) for r in rows.iter_rows(named=True)}
+
+
+def test_run_dedup_flags_planted_copies_and_is_incremental(tmp_path: Path, planted) -> None:
+    half = len(planted.ids) // 2
+    options = DedupOptions()
+    with _store_with(tmp_path / "s.duckdb", planted, half) as store:
+        first = run_dedup(store, options)
+        assert first.indexed == first.total == half
+    with _store_with(tmp_path / "s.duckdb", planted, len(planted.ids)) as store:
+        second = run_dedup(store, options)
+        assert second.indexed == len(planted.ids) - half
+        assert second.total == len(planted.ids)
+        # every planted copy is linked to its original, directly or through its cluster
+        clusters = store.table("duplicates")
+        cluster_of = dict(zip(clusters["rationale_id"], clusters["cluster_id"], strict=True))
+        for pair in planted.truth:
+            a, b = tuple(pair)
+            assert cluster_of[a] == cluster_of[b]
+        assert store.stats()["duplicates"] == len(planted.truth) == second.flagged
+        again = run_dedup(store, options)
+        assert (again.indexed, again.clusters, again.flagged) == (0, 0, second.flagged)
+
+
+def test_run_dedup_keeps_the_best_verified_member(tmp_path: Path) -> None:
+    text = RECORDS[0][1]
+    copy = light_edit(text, random.Random(3))
+    planted = Planted()
+    planted.add("older", text, "aircraft")
+    planted.add("better", copy, "aircraft", "older")
+    with _store_with(tmp_path / "s.duckdb", planted, 2) as store:
+        store.upsert_verdicts(
+            [
+                {"rationale_id": "older", "check_name": "correct", "passed": False,
+                 "required": True, "run_id": "verify-1"},
+                {"rationale_id": "better", "check_name": "correct", "passed": True,
+                 "required": True, "run_id": "verify-1"},
+            ]
+        )  # fmt: skip
+        run_dedup(store, DedupOptions())
+        rows = store.table("duplicates").sort("rationale_id")
+        assert rows.select("rationale_id", "cluster_id", "kept").rows() == [
+            ("better", "better", True),
+            ("older", "better", False),
+        ]
+
+
+def test_changed_minhash_settings_start_a_fresh_index(tmp_path: Path, planted) -> None:
+    with _store_with(tmp_path / "s.duckdb", planted, 20) as store:
+        run_dedup(store, DedupOptions())
+        fresh = run_dedup(store, DedupOptions(shingle_size=4))
+        assert fresh.indexed == 20
+        assert store.table("dedup_index").height == 2
