@@ -17,7 +17,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cotforge.config import DatasetOptions, GlobalOptions, PlanOptions, resolve
+from cotforge.config import (
+    DatasetOptions,
+    DedupOptions,
+    GlobalOptions,
+    ImportOptions,
+    PlanOptions,
+    ReportOptions,
+    VerifyOptions,
+    resolve,
+)
 from cotforge.errors import CotforgeError
 
 console = Console()
@@ -198,7 +207,7 @@ def plan(
     """Sample k shots per seen class and their TAPO triplets into the store."""
     from cotforge.data.locate import open_source
     from cotforge.plan import make_plan
-    from cotforge.report_tables import plan_table
+    from cotforge.report_tables import summary_table
     from cotforge.store import Store
 
     options = resolve(
@@ -229,7 +238,131 @@ def plan(
     )
     with Store.open(globals_.store) as db:
         summary = make_plan(source, db, options, console=console)
-    console.print(plan_table(summary))
+    console.print(summary_table(f"plan {summary.run_id} ({summary.dataset})", summary.rows()))
+
+
+@app.command("verify")
+@reports_errors
+def verify(
+    required: Annotated[
+        str | None,
+        typer.Option(help="comma-separated checks a rationale must pass [all of them]"),
+    ] = None,
+    allow_missing_year: Annotated[
+        bool | None,
+        typer.Option("--allow-missing-year/--no-allow-missing-year", help="cars: accept no year"),
+    ] = None,
+    all_rationales: Annotated[
+        bool, typer.Option("--all", help="verify every rationale again, not only new ones")
+    ] = False,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the verification checks on the store's rationales and record their verdicts."""
+    from cotforge.report_tables import summary_table
+    from cotforge.store import Store
+    from cotforge.verify import verify_store
+
+    flags = {
+        "required": required.split(",") if required else None,
+        "allow_missing_year": allow_missing_year,
+    }
+    options = resolve(VerifyOptions, section="verify", flags=flags, config_file=config)
+    with Store.open(_global(store, config).store) as db:
+        summary = verify_store(db, options=options, only_new=not all_rationales, console=console)
+    console.print(summary_table(f"verify {summary.run_id or '(nothing new)'}", summary.rows()))
+
+
+@app.command("dedup")
+@reports_errors
+def dedup(
+    threshold: Annotated[float | None, typer.Option(help="near-duplicate Jaccard [0.5]")] = None,
+    shingle_size: Annotated[int | None, typer.Option(help="words per shingle [3]")] = None,
+    same_class: Annotated[
+        bool | None, typer.Option("--same-class/--any-class", help="compare within a class only")
+    ] = None,
+    embeddings: Annotated[
+        bool | None,
+        typer.Option("--embeddings/--no-embeddings", help="also MiniLM embedding duplicates"),
+    ] = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Find exact and near-duplicate rationales; flag all but the best of each cluster."""
+    from cotforge.dedup import run_dedup
+    from cotforge.report_tables import summary_table
+    from cotforge.store import Store
+
+    flags = {
+        "threshold": threshold,
+        "shingle_size": shingle_size,
+        "same_class": same_class,
+        "embeddings": embeddings,
+    }
+    options = resolve(DedupOptions, section="dedup", flags=flags, config_file=config)
+    with Store.open(_global(store, config).store) as db:
+        summary = run_dedup(db, options, console=console)
+    console.print(summary_table(f"dedup {summary.run_id}", summary.rows()))
+
+
+@app.command("import")
+@reports_errors
+def import_(
+    file: Annotated[Path, typer.Argument(help="sharegpt JSON (Fine-R1 release) or JSONL file")],
+    image_root: Annotated[
+        Path | None, typer.Option(help="folder relative image paths resolve against")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="dataset of every record [inferred per record]")
+    ] = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Bring an existing chain-of-thought dataset into the store."""
+    from cotforge.importer import import_file
+    from cotforge.report_tables import summary_table
+    from cotforge.store import Store
+
+    flags = {"image_root": image_root, "dataset": dataset}
+    options = resolve(ImportOptions, section="import", flags=flags, config_file=config)
+    with Store.open(_global(store, config).store) as db:
+        summary = import_file(
+            db,
+            file,
+            image_root=options.image_root,
+            dataset=options.dataset,
+            batch_size=options.batch_size,
+            console=console,
+        )
+    console.print(summary_table(f"import {summary.run_id}", summary.rows()))
+
+
+@app.command("report")
+@reports_errors
+def report(
+    run: Annotated[str | None, typer.Option("--run", help="report on one run only")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="write index.html and PNG plots here")
+    ] = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Print the quality report; with --out, also write it as an HTML page with plots."""
+    from cotforge.report import build_report, print_report, write_html
+    from cotforge.store import Store
+
+    options = resolve(
+        ReportOptions, section="report", flags={"run_id": run, "out_dir": out}, config_file=config
+    )
+    path = _global(store, config).store
+    if not path.exists():
+        msg = f"store {path} does not exist; run `cotforge plan` first or pass --store PATH"
+        raise CotforgeError(msg)
+    with Store.open(path, read_only=True) as db:
+        quality = build_report(db, run_id=options.run_id)
+    print_report(quality, console)
+    if options.out_dir is not None:
+        console.print(f"report written to {write_html(quality, options.out_dir)}")
 
 
 @app.command("stats")

@@ -10,7 +10,6 @@ from rich.table import Table
 if TYPE_CHECKING:
     from cotforge.data.annotations import ClassSplit
     from cotforge.data.base import Source
-    from cotforge.plan import PlanSummary
 
 
 def dataset_tables(
@@ -54,12 +53,12 @@ def dataset_tables(
     return tables
 
 
-def plan_table(summary: PlanSummary) -> Table:
-    """What ``cotforge plan`` wrote: shots, triplets and skipped images."""
-    table = Table(title=f"plan {summary.run_id} ({summary.dataset})")
+def summary_table(title: str, rows: list[tuple[str, object]]) -> Table:
+    """A verb's (figure, value) summary, e.g. what ``plan`` or ``dedup`` wrote."""
+    table = Table(title=title)
     table.add_column("figure")
     table.add_column("value", justify="right")
-    for figure, value in summary.rows():
+    for figure, value in rows:
         table.add_row(figure, str(value))
     return table
 

@@ -207,3 +207,40 @@ def test_console_script_reports_without_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "unknown dataset 'nope'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+SAMPLE = Path(__file__).parent / "data" / "fine_r1_stage1_sample.json"
+
+
+def test_import_verify_dedup_report_on_the_real_records() -> None:
+    """The released records flow through every quality verb and end up accepted."""
+    assert run("import", str(SAMPLE))[0] == 0
+    code, out, err = run("import", str(SAMPLE))
+    assert code == 0, err
+    assert "already in the store" in out
+
+    code, out, err = run("verify")
+    assert code == 0, err
+    assert run("verify")[1].count("nothing new") == 1
+
+    code, out, err = run("dedup")
+    assert code == 0, err
+    code, out, err = run("report", "--out", "report")
+    assert code == 0, err
+    assert (Path("report") / "index.html").is_file()
+    figures = json.loads(run("stats", "--json")[1])
+    assert figures["rationales"] == figures["accepted"] == 12
+    assert figures["duplicates"] == 0
+
+
+def test_import_of_a_missing_file_is_one_line() -> None:
+    code, _, err = run("import", "nowhere.json")
+    assert code != 0
+    assert "nowhere.json" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_verify_rejects_unknown_check_names() -> None:
+    code, _, err = run("verify", "--required", "structure,vibes")
+    assert code != 0
+    assert "vibes" in err
