@@ -3,6 +3,10 @@
 One section per stage; each builds its own inputs, prints its own table and one ``RESULT`` line,
 and the RESULT lines come last, in section order.
 
+verify: the 12 real records with 3% of their words replaced (headings and tags kept), as many
+as ``--docs``; the baseline is parsing alone (``rationale.parse``), the measured step parsing
+plus every check of ``verify_rationale`` (no judge, no store), as rationales/s.
+
 dedup: 100,000 synthetic rationales of 1.5-5k characters made from the 12 real Fine-R1 stage-1
 rationales in ``tests/data``: the records are cut into sentences, each sentence gets 30 variants
 with 8% of its words replaced by other words of the records, and a document strings random
@@ -20,7 +24,8 @@ without it the baseline row is skipped.
 
     .venv/bin/python benchmarks/bench_verify_dedup.py [--docs 100000] [--baseline-docs 10000]
 
-The last line is ``RESULT dedup_seconds_100k=<seconds> target<10``.
+The last lines are ``RESULT verify_rationales_per_s=<n> target>=5000`` and
+``RESULT dedup_seconds_100k=<seconds> target<10``.
 """
 
 from __future__ import annotations
@@ -326,7 +331,85 @@ def dedup_section(args: argparse.Namespace) -> str:
     return f"RESULT dedup_seconds_100k={ours['seconds'] * scale:.2f} target<10"
 
 
-SECTIONS: dict[str, Callable[[argparse.Namespace], str]] = {"dedup": dedup_section}
+# ----------------------------------------------------------------------------------------------
+# verify
+# ----------------------------------------------------------------------------------------------
+
+_DATASET_OF_FOLDER = {
+    "fgvc-aircraft-2013b-train": "aircraft",
+    "stanford_cars_train": "cars",
+    "dogs_120": "dogs",
+    "bird_200": "cub",
+    "oxford-pet-train": "pets",
+    "flower102_train": "flowers",
+}
+
+
+def verify_corpus(docs: int, *, seed: int = 2) -> list[tuple[str, str, str]]:
+    """``docs`` (dataset, label, text) triples: the 12 real records with 3% of their words
+    replaced (stage headings and tags kept), so every text is new yet shaped like real data."""
+    from cotforge.scoring import extract_answer
+
+    rng = random.Random(seed)
+    rows = json.loads(SAMPLE.read_text())
+    records = []
+    for row in rows:
+        text = next(m["content"] for m in row["messages"] if m["role"] == "assistant")
+        dataset = _DATASET_OF_FOLDER[row["images"][0].split("/")[0]]
+        records.append((dataset, extract_answer(text) or "", text))
+    vocabulary = sorted({w for _, _, text in records for w in _WORD_SPLIT.findall(text)})
+    out = []
+    for n in range(docs):
+        dataset, label, text = records[n % len(records)]
+        head, sep, answer = text.rpartition("</think>")
+        out.append((dataset, label, _substitute(head, 0.03, vocabulary, rng) + sep + answer))
+    return out
+
+
+def verify_section(args: argparse.Namespace) -> str:
+    """Parse-only throughput (the baseline) against parse + every check, without the store."""
+    from cotforge.rationale import parse
+    from cotforge.scoring import ClassMatcher
+    from cotforge.verify import accepted, verify_rationale
+
+    corpus = verify_corpus(args.docs)
+    matchers = {dataset: ClassMatcher.for_dataset(dataset) for dataset, _, _ in corpus}
+    truths = {(dataset, label): matchers[dataset].find(label)[0] for dataset, label, _ in corpus}
+    _reset_peak_rss()
+    started = time.perf_counter()
+    for _, _, text in corpus:
+        parse(text)
+    parse_seconds = time.perf_counter() - started
+    _reset_peak_rss()
+    started = time.perf_counter()
+    passed = 0
+    for dataset, label, text in corpus:
+        results = verify_rationale(
+            parse(text), truth=truths[dataset, label], matcher=matchers[dataset]
+        )
+        passed += accepted(results)
+    verify_seconds = time.perf_counter() - started
+    rss = _peak_rss_mib()
+    rate = len(corpus) / verify_seconds
+    _print_table(
+        f"verify: {len(corpus):,} rationales of 2.4-4.6k characters (real records, 3% of words "
+        "replaced), in memory, without judge",
+        ["step", "rationales", "seconds", "rationales/s", "peak RSS MiB", "x parse-only"],
+        [
+            ["parse only (baseline)", f"{len(corpus):,}", f"{parse_seconds:.2f}",
+             f"{len(corpus) / parse_seconds:,.0f}", "", "1.00"],
+            ["parse + 7 checks", f"{len(corpus):,}", f"{verify_seconds:.2f}", f"{rate:,.0f}",
+             f"{rss:,.0f}", f"{parse_seconds / verify_seconds:.2f}"],
+        ],
+    )  # fmt: skip
+    print(f"accepted {passed:,} of {len(corpus):,}")
+    return f"RESULT verify_rationales_per_s={rate:.0f} target>=5000"
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], str]] = {
+    "verify": verify_section,
+    "dedup": dedup_section,
+}
 
 
 def main() -> None:
