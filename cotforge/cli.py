@@ -11,7 +11,7 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -28,6 +28,9 @@ from cotforge.config import (
     resolve,
 )
 from cotforge.errors import CotforgeError
+
+if TYPE_CHECKING:
+    from cotforge.data.base import Source
 
 console = Console()
 err_console = Console(stderr=True)
@@ -92,6 +95,19 @@ def _global(store: Path | None, config: Path | None) -> GlobalOptions:
     return resolve(GlobalOptions, section=None, flags={"store": store}, config_file=config)
 
 
+def _open_dataset(name: str, options: DatasetOptions, config: Path | None) -> Source:
+    """The dataset's source under ``--root`` or the default root (downloading when allowed)."""
+    from cotforge.data.locate import open_source
+
+    return open_source(
+        name,
+        root=options.root,
+        default_root=_global(None, config).dataset_root(name),
+        download=options.download,
+        console=console,
+    )
+
+
 @datasets_app.command("list")
 @reports_errors
 def datasets_list(config: ConfigOpt = None) -> None:
@@ -135,7 +151,6 @@ def datasets_show(
     config: ConfigOpt = None,
 ) -> None:
     """Show a dataset's splits, image counts per split, and its seen/unseen classes."""
-    from cotforge.data.locate import open_source
     from cotforge.report_tables import dataset_tables
 
     options = resolve(
@@ -150,14 +165,7 @@ def datasets_show(
         },
         config_file=config,
     )
-    globals_ = _global(None, config)
-    source = open_source(
-        name,
-        root=options.root,
-        default_root=globals_.dataset_root(name),
-        download=options.download,
-        console=console,
-    )
+    source = _open_dataset(name, options, config)
     class_split = source.annotations.split(
         mode=options.split_mode, unseen_fraction=options.unseen_fraction, seed=options.split_seed
     )
@@ -205,7 +213,6 @@ def plan(
     config: ConfigOpt = None,
 ) -> None:
     """Sample k shots per seen class and their TAPO triplets into the store."""
-    from cotforge.data.locate import open_source
     from cotforge.plan import make_plan
     from cotforge.report_tables import summary_table
     from cotforge.store import Store
@@ -228,15 +235,8 @@ def plan(
         },
         config_file=config,
     )
-    globals_ = _global(store, config)
-    source = open_source(
-        options.dataset,
-        root=options.root,
-        default_root=globals_.dataset_root(options.dataset),
-        download=options.download,
-        console=console,
-    )
-    with Store.open(globals_.store) as db:
+    source = _open_dataset(options.dataset, options, config)
+    with Store.open(_global(store, config).store) as db:
         summary = make_plan(source, db, options, console=console)
     console.print(summary_table(f"plan {summary.run_id} ({summary.dataset})", summary.rows()))
 
