@@ -44,10 +44,15 @@ _DECORATION = re.compile(r"^\s{0,64}(?:(?:`{3,}|~{3,})[\w+-]{0,32}|[*_#>=-]{0,64
 _LEADING_MARKS = re.compile(r"^[*_]{2,4}(?=\s)")
 _TRAILING_MARKS = re.compile(r"(?<=\s)[*_]{2,4}$")
 
-_CANDIDATES_LINE = re.compile(
-    r"the\s{1,8}analysis\s{1,8}of\s{1,8}candidate\s{1,8}sub-?categories\s{0,8}:", re.IGNORECASE
+# "The analysis of candidate sub-categories:" and "The prediction is:" written backwards, to be
+# searched in the reversed body: there the pattern starts with ':', the one character of the
+# phrases without case, so ``re`` jumps from colon to colon; a pattern starting with a letter
+# under IGNORECASE is tried at every position (5 times slower even on lower-cased text).
+_FORMULA_REVERSED = re.compile(
+    r":\s{0,8}(?:(?P<candidates>seirogetac-?bus\s{1,8}etadidnac\s{1,8}fo\s{1,8}sisylana)"
+    r"|si\s{1,8}noitciderp)\s{1,8}eht",
+    re.IGNORECASE,
 )
-_PREDICTION_LINE = re.compile(r"the\s{1,8}prediction\s{1,8}is\s{0,8}:[^\S\n]*", re.IGNORECASE)
 _ITEM = re.compile(r"^(?P<indent>[^\S\n]*)(?:(?P<bullet>[-*+•])|(?P<number>\(?\d{1,3}[.)]))\s+")
 _CONJUNCTION = re.compile(r"^(?:and|or)\s+", re.IGNORECASE)
 _DESCRIPTION = re.compile(r":\s|\s[-\u2013\u2014]\s|:$")
@@ -60,8 +65,20 @@ _HEADING_STAGES = (
     ("prediction", re.compile(r"\bprediction\b|\bconclusion\b", re.IGNORECASE)),
     ("analysis", re.compile(r"\banaly[sz]|\bvisual features?\b", re.IGNORECASE)),
 )
-_HEADING_WORDS = re.compile(r"compar|candidat|categor|option|predict|conclusion|analy|visual", re.I)
+_HEADING_WORDS = (
+    "compar",
+    "candidat",
+    "categor",
+    "option",
+    "predict",
+    "conclusion",
+    "analy",
+    "visual",
+)
+"""A heading names its stage with one of these (in any case); a line without any is no heading."""
 _MAX_HEADING = 80
+_MAX_HEADING_LINE = _MAX_HEADING * 2
+_SENTENCE_ENDS = ".!?,;"
 _MAX_ITEMS = 32
 _MAX_LIST_LINES = 1000
 
@@ -212,12 +229,20 @@ class _TagReader:
         self._open = None
 
 
+def _is_decoration(line: str) -> bool:
+    """A blank line, a rule ('---', '***') or a code fence. Most lines asked are blank or start
+    with a letter or digit, which the pattern cannot match, so they need no regex."""
+    if not line:
+        return True
+    return not line[0].isalnum() and _DECORATION.match(line) is not None
+
+
 def _clean_tagged(content: str) -> str:
     """Stage text without the markdown a model wrapped around its tags (fences, ``**``)."""
     lines = content.strip().splitlines()
-    while lines and _DECORATION.match(lines[0]):
+    while lines and _is_decoration(lines[0]):
         lines.pop(0)
-    while lines and _DECORATION.match(lines[-1]):
+    while lines and _is_decoration(lines[-1]):
         lines.pop()
     text = "\n".join(lines).strip()
     text = _TRAILING_MARKS.sub("", _LEADING_MARKS.sub("", text))
@@ -236,20 +261,29 @@ def _clean_candidate(item: str) -> str:
 
 
 def _split_commas(line: str) -> list[str]:
-    """Split "A, B (x, y), and C" on commas outside brackets."""
+    """Split "A, B (x, y), and C" on commas outside brackets.
+
+    A comma is inside brackets when more of them open than close before it (an unmatched
+    closing one counts too), so each piece between commas is counted, not each character.
+    """
     parts = line.split(",")
     if any(bracket in line for bracket in "([{"):
-        parts, depth, current = [], 0, []
-        for ch in line:
-            depth += (ch in "([{") - (ch in ")]}")
-            if ch == "," and depth <= 0:
-                parts.append("".join(current))
-                current = []
+        pieces, depth = [], 0
+        for part in parts:
+            if depth > 0:
+                pieces[-1] += "," + part
             else:
-                current.append(ch)
-        parts.append("".join(current))
-    names = (_CONJUNCTION.sub("", part.strip()) for part in parts)
+                pieces.append(part)
+            depth += sum(map(part.count, "([{")) - sum(map(part.count, ")]}"))
+        parts = pieces
+    names = (_without_conjunction(part.strip()) for part in parts)
     return [name for name in map(_clean_candidate, names) if name]
+
+
+def _without_conjunction(name: str) -> str:
+    """``name`` without a leading "and " or "or "; a name that cannot start with either (the
+    pattern's only case-insensitive matches of "a" and "o" are those letters) skips the regex."""
+    return _CONJUNCTION.sub("", name) if name[:1] in "aAoO" else name
 
 
 def _read_list(lines: Iterable[str]) -> tuple[list[str], int]:
@@ -265,14 +299,15 @@ def _read_list(lines: Iterable[str]) -> tuple[list[str], int]:
     for n, line in enumerate(lines):
         if len(items) >= _MAX_ITEMS or n >= _MAX_LIST_LINES:
             break
-        if not line.strip():
+        text = line.lstrip()
+        if not text:
             continue
         item = _ITEM.match(line)
         if indent < 0 and item:
             indent, numbered = len(item["indent"]), item["number"] is not None
-        elif _is_heading(line):
+        elif not (item and item["bullet"]) and _is_heading(line):  # a bullet is no heading
             break
-        elif len(line) - len(line.lstrip()) > indent:
+        elif len(line) - len(text) > indent:
             used = n + 1
             continue
         if item is None or (item["number"] is not None) != numbered:
@@ -326,20 +361,28 @@ def parse_headed(text: str) -> Rationale:
     problems: list[str] = []
     body = _think_body(text, problems)
     body, listed, prediction_line = _take_formula_lines(body)
-    sections, order, preamble = _split_sections(body)
-    if preamble.strip():
-        problems.append(f"{len(preamble.strip())} characters before the first heading ignored")
+    lines = body.split("\n")
+    bare = list(map(str.rstrip, lines))
+    sections = _split_sections(lines, bare)
+    order = list(sections)
+    preamble = "\n".join(lines[: sections[order[0]][0] - 1] if order else lines).strip()
+    if preamble:
+        problems.append(f"{len(preamble)} characters before the first heading ignored")
     if order != sorted(order, key=STAGES.index):
         problems.append(f"stages out of order: {', '.join(order)}")
     texts = {
-        stage: _clean_section(sections[stage]) if stage in sections else None for stage in STAGES
+        stage: _clean_section(bare, *sections[stage]) if stage in sections else None
+        for stage in STAGES
     }
     for stage in STAGES:
         if stage not in sections:
             problems.append(f"missing section: {stage}")
         elif not texts[stage] and not (stage == "options" and listed):
             problems.append(f"empty section: {stage}")
-    candidates = listed or _candidates_from_block(sections.get("options", ""))
+    if not listed and "options" in sections:
+        start, end = sections["options"]
+        listed = _candidates_from_block("\n".join(lines[start:end]))
+    candidates = listed
     if not candidates:
         problems.append("no candidates found")
     answer = extract_answer(text)
@@ -370,6 +413,29 @@ def _think_body(text: str, problems: list[str]) -> str:
     return text[start : answer.start() if answer else len(text)]
 
 
+def _fold(text: str) -> str:
+    """``text`` with every character that ``re.IGNORECASE`` equates with an ASCII letter turned
+    into that lower-case letter, and every other character kept, so the result has the same
+    length (its offsets are offsets in ``text``) and a case-sensitive pattern of lower-case ASCII
+    words finds in it exactly what the same pattern with IGNORECASE finds in ``text``.
+
+    Beyond ASCII, IGNORECASE equates dotted and dotless I (U+0130, U+0131) with "i", long s
+    (U+017F) with "s" and the Kelvin sign with "k"; those are replaced, then only ASCII letters
+    are lowered: ``bytes.lower`` changes nothing else, and UTF-8 writes every other character
+    with bytes above 127. ``str.lower`` would also work but is 3 times slower on non-ASCII
+    text (it looks every character up), ``str.translate`` 50 times.
+
+    >>> _fold("The PREDICTION \u0130s: \u212aelvin \u017f \u00c9")
+    'the prediction is: kelvin s \u00c9'
+    """
+    if text.isascii():
+        return text.lower()
+    for odd, letter in (("\u0130", "i"), ("\u0131", "i"), ("\u017f", "s"), ("\u212a", "k")):
+        if odd in text:
+            text = text.replace(odd, letter)
+    return text.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
+
+
 def _take_formula_lines(body: str) -> tuple[str, list[str], str | None]:
     """Remove the "The analysis of candidate subcategories:" blocks and "The prediction is:"
     lines from ``body``; return the rest, the last non-empty candidate list and the last
@@ -393,15 +459,17 @@ def _formula_spans(body: str) -> list[tuple[int, int, list[str] | str]]:
     """Spans of the formula lines in order, each with its candidate list or prediction text.
 
     A marker inside an earlier span (a list that quotes the phrase) is skipped before its extent
-    is computed, which keeps repeated markers linear in the length of the body.
+    is computed, which keeps repeated markers linear in the length of the body. Markers cannot
+    overlap (neither phrase contains "the"), so the reversed search finds the same ones.
     """
-    markers = sorted(
-        [(m.start(), m.end(), True) for m in _CANDIDATES_LINE.finditer(body)]
-        + [(m.start(), m.end(), False) for m in _PREDICTION_LINE.finditer(body)]
-    )
+    size = len(body)
+    markers = [
+        (size - found.end(), size - found.start(), found["candidates"] is not None)
+        for found in _FORMULA_REVERSED.finditer(body[::-1])
+    ]
     spans: list[tuple[int, int, list[str] | str]] = []
     reach = 0
-    for start, marker_end, is_list in markers:
+    for start, marker_end, is_list in reversed(markers):
         if start < reach:
             continue
         if is_list:
@@ -420,8 +488,11 @@ def _line_end(text: str, start: int) -> int:
 
 def _iter_lines(text: str, start: int, ends: list[int]) -> Iterator[str]:
     """Lines of ``text`` from ``start`` one at a time, appending where each ends to ``ends``."""
-    while start <= len(text):
-        end = _line_end(text, start)
+    size = len(text)
+    while start <= size:
+        end = text.find("\n", start)
+        if end < 0:
+            end = size
         ends.append(end)
         yield text[start:end]
         start = end + 1
@@ -448,19 +519,35 @@ def _list_after(body: str, start: int) -> tuple[int, list[str]]:
     return ends[skipped + used - 1], names
 
 
-@lru_cache(maxsize=1024)
 def _heading_stage(line: str) -> str | None:
     """The stage a heading line starts, or None when the line is not a stage heading.
 
-    Cached because long texts repeat lines (rules, sub-headings) and every line is asked.
+    Every line of a body is asked, and most are prose: a long line, one that ends a sentence
+    (whose title would end with it) or one without a heading word is turned away before any
+    regular expression runs. A blank line ends in "", which ``in`` finds in any string.
     """
-    if len(line) > _MAX_HEADING * 2 or not _HEADING_WORDS.search(line):
+    if len(line) > _MAX_HEADING_LINE or line.rstrip()[-1:] in _SENTENCE_ENDS:
+        return None
+    return _worded_stage(line)
+
+
+@lru_cache(maxsize=4096)
+def _worded_stage(line: str) -> str | None:
+    """:func:`_heading_stage` of a line that passed its length and sentence-end tests.
+
+    Cached because such lines repeat across rationales: headings ("Comparison Process:"),
+    list items and sub-headings that name classes ("- Akita", " 1. Akita:"); prose, which
+    does not repeat, mostly ends a sentence and is turned away before the cache.
+    """
+    low = _fold(line)
+    if not any(word in low for word in _HEADING_WORDS):
         return None
     item = _ITEM.match(line)
     if item and item["bullet"]:
         return None
-    title = _HEADING_MARKS.sub("", line).strip().rstrip("*_#: ").strip()
-    if not title or len(title) > _MAX_HEADING or ":" in title or title[-1] in ".!?,;":
+    # The marks match at the start of every line and nowhere else: one substitution is all.
+    title = _HEADING_MARKS.sub("", line, count=1).strip().rstrip("*_#: ").strip()
+    if not title or len(title) > _MAX_HEADING or ":" in title or title[-1] in _SENTENCE_ENDS:
         return None
     for stage, pattern in _HEADING_STAGES:
         if pattern.search(title):
@@ -472,38 +559,41 @@ def _is_heading(line: str) -> bool:
     return _heading_stage(line) is not None
 
 
-def _split_sections(body: str) -> tuple[dict[str, str], list[str], str]:
-    """Cut ``body`` at the first heading of each stage: section texts, stage order, preamble."""
-    sections: dict[str, list[str]] = {}
-    order: list[str] = []
-    preamble: list[str] = []
-    current = preamble
-    for line in body.split("\n"):
-        stage = _heading_stage(line) if len(sections) < len(STAGES) else None
-        if stage is not None and stage not in sections:
-            order.append(stage)
-            current = sections[stage] = []
-        else:
-            current.append(line)
-    return (
-        {stage: "\n".join(lines) for stage, lines in sections.items()},
-        order,
-        "\n".join(preamble),
-    )
+def _split_sections(lines: list[str], bare: list[str]) -> dict[str, tuple[int, int]]:
+    """Where each stage's section is among the lines of a body, from the line after its first
+    heading to the next stage's heading, in the order of the text. ``bare`` holds the same
+    lines right-stripped."""
+    headings: dict[str, int] = {}
+    # The first tests of _heading_stage, made here without a call per line (most are prose).
+    maybe = [
+        n
+        for n, line in enumerate(bare)
+        if line[-1:] not in _SENTENCE_ENDS and len(lines[n]) <= _MAX_HEADING_LINE
+    ]
+    for n in maybe:
+        stage = _worded_stage(lines[n])
+        if stage is not None and stage not in headings:
+            headings[stage] = n
+            if len(headings) == len(STAGES):
+                break
+    if not headings:
+        return {}
+    ends = [*list(headings.values())[1:], len(lines)]
+    return {stage: (n + 1, end) for (stage, n), end in zip(headings.items(), ends, strict=True)}
 
 
-def _clean_section(section: str) -> str:
-    """Section text without surrounding blank lines, rules ('---'), trailing spaces or a
-    dangling repeated heading at its end."""
-    lines = [line.rstrip() for line in section.split("\n")]
-    while lines and _DECORATION.match(lines[0]):
-        lines.pop(0)
-    for strip_heading in (True, False):
-        while lines and _DECORATION.match(lines[-1]):
-            lines.pop()
-        if strip_heading and lines and _is_heading(lines[-1]):
-            lines.pop()
-    return "\n".join(lines)
+def _clean_section(bare: list[str], start: int, end: int) -> str:
+    """The text of the right-stripped lines ``bare[start:end]``, without surrounding blank
+    lines, rules ('---') or a dangling repeated heading at its end."""
+    while start < end and _is_decoration(bare[start]):
+        start += 1
+    while end > start and _is_decoration(bare[end - 1]):
+        end -= 1
+    if end > start and _is_heading(bare[end - 1]):
+        end -= 1
+        while end > start and _is_decoration(bare[end - 1]):
+            end -= 1
+    return "\n".join(bare[start:end])
 
 
 # --- rendering -------------------------------------------------------------------------------

@@ -95,7 +95,12 @@ _HTML_TAGS = (
 _HTML_ATTRIBUTE = (
     r"""\s{1,8}[\w:-]{1,32}\s{0,4}=\s{0,4}(?:"[^"<>]{0,256}"|'[^'<>]{0,256}'|[^\s<>"']{1,64})"""
 )
-_HTML_TAG = re.compile(rf"<(?i:/?(?:{_HTML_TAGS})(?:{_HTML_ATTRIBUTE}){{0,16}}\s{{0,8}}/?>)")
+# ``re`` enters the case-insensitive tag names one by one (1.5 µs at each '<'), so the tags every
+# rationale has, none of them HTML, are turned away first by a case-sensitive look.
+_OWN_TAG = r"(?!/?(?:think|answer|analysis|options|comparison|prediction)>)"
+_HTML_TAG = re.compile(
+    rf"<{_OWN_TAG}(?i:/?(?:{_HTML_TAGS})(?:{_HTML_ATTRIBUTE}){{0,16}}\s{{0,8}}/?>)"
+)
 _HTML_ENTITY = re.compile(r"&(?i:[a-z]{2,8}|#\d{1,7}|#x[0-9a-f]{1,6});")
 
 
@@ -393,9 +398,19 @@ def _phrases(extra: tuple[str, ...]) -> tuple[_Phrase, ...]:
     return tuple(phrases)
 
 
-def _lower(text: str) -> str:
+def _lower(text: str, phrases: Sequence[str]) -> str:
     """``text`` lower-cased with every position kept (a few characters, such as U+0130, lower
-    to two), so positions found in it are positions in ``text``."""
+    to two), so positions found in it are positions in ``text``.
+
+    Phrases written in ASCII (all the built-in ones) see only the ASCII letters of the result
+    (``str.lower`` keeps whether any character is a letter, digit or space, and lowers none but
+    the Kelvin sign to ASCII), so for them only ASCII letters are lowered, through bytes: UTF-8
+    writes every other character with bytes above 127, which ``bytes.lower`` leaves alone. On
+    non-ASCII text that is 3 times faster than ``str.lower``, which looks up every character.
+    """
+    if not text.isascii() and all(phrase.isascii() for phrase in phrases):
+        text = text.replace("\u212a", "k")
+        return text.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
     low = text.lower()
     if len(low) == len(text):
         return low
@@ -414,7 +429,7 @@ def leakage(text: str, *, phrases: Sequence[str] = ()) -> CheckResult:
     >>> leakage("Brown back, so a Bank Swallow.", phrases=["so a"]).passed
     False
     """
-    low = _lower(text)
+    low = _lower(text, phrases)
     hits = [hit for phrase in _phrases(tuple(phrases)) if (hit := phrase.first(low))]
     if not hits:
         return CheckResult("leakage", True, "no phrase that cites a given label")
