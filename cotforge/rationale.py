@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from cotforge.scoring import extract_answer
+from cotforge.scoring import last_answer
 
 SourceFormat = Literal["tags", "headed"]
 
@@ -36,10 +36,6 @@ _STAGE_TAG = re.compile(
     r"<(\s{0,16}/)?\s{0,16}(analysis|options|comparison|prediction|think|answer)\s{0,16}>",
     re.IGNORECASE,
 )
-_STAGE_OPEN = re.compile(r"<\s{0,16}(?:analysis|options|comparison|prediction)\s{0,16}>", re.I)
-_THINK_OPEN = re.compile(r"<\s{0,16}think\s{0,16}>", re.IGNORECASE)
-_THINK_CLOSE = re.compile(r"<\s{0,16}/\s{0,16}think\s{0,16}>", re.IGNORECASE)
-_ANSWER_OPEN = re.compile(r"<\s{0,16}answer\s{0,16}>", re.IGNORECASE)
 _DECORATION = re.compile(r"^\s{0,64}(?:(?:`{3,}|~{3,})[\w+-]{0,32}|[*_#>=-]{0,64})\s{0,64}$")
 _LEADING_MARKS = re.compile(r"^[*_]{2,4}(?=\s)")
 _TRAILING_MARKS = re.compile(r"(?<=\s)[*_]{2,4}$")
@@ -77,6 +73,7 @@ _HEADING_WORDS = (
 )
 """A heading names its stage with one of these (in any case); a line without any is no heading."""
 _MAX_HEADING = 80
+_MAX_TAG_LOOKS = 32
 _MAX_HEADING_LINE = _MAX_HEADING * 2
 _SENTENCE_ENDS = ".!?,;"
 _MAX_ITEMS = 32
@@ -119,9 +116,56 @@ def parse(text: str) -> Rationale:
     >>> parse("<think> Analysis:\\nbrown\\n</think><answer>A</answer>").source_format
     'headed'
     """
-    if _STAGE_OPEN.search(text):
-        return parse_tagged(text)
-    return parse_headed(text)
+    tags = _Tags(text)
+    if tags.first(STAGES, closing=False):
+        return _parse_tagged(text, tags)
+    return _parse_headed(text, tags)
+
+
+class _Tags:
+    """The stage, ``<think>`` and ``<answer>`` tags of a text, found in one scan, since choosing
+    the shape, cutting the ``<think>`` body and reading the answer would each scan it again.
+
+    Tags cannot overlap (each is one '<' to the next '>'), so the tags of one name among them
+    are exactly what a search for that name alone would find. Names are compared
+    :func:`_fold`ed, the way the IGNORECASE patterns of one name compare them.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.found = [(tag, _fold(tag[2])) for tag in _find_tags(text)]
+
+    def first(
+        self, names: Collection[str], *, closing: bool, start: int = 0
+    ) -> re.Match[str] | None:
+        """The first opening (or closing) tag of one of ``names`` that starts at ``start`` or
+        after."""
+        for tag, name in self.found:
+            if name in names and (tag[1] is not None) == closing and tag.start() >= start:
+                return tag
+        return None
+
+    def answer(self) -> str | None:
+        """:func:`cotforge.scoring.extract_answer` of the text."""
+        return last_answer(self.text, (tag for tag, name in self.found if name == "answer"))
+
+
+def _find_tags(text: str) -> list[re.Match[str]]:
+    """``list(_STAGE_TAG.finditer(text))``, faster: ``str.find`` jumps from one '<' to the next
+    (memchr), where ``re`` looks at every character (7 instructions each). A text has a few
+    tags; after ``_MAX_TAG_LOOKS`` '<' the regex scans the rest, which many '<' make cheaper."""
+    found: list[re.Match[str]] = []
+    at = text.find("<")
+    for _ in range(_MAX_TAG_LOOKS):
+        if at < 0:
+            return found
+        tag = _STAGE_TAG.match(text, at)
+        if tag:
+            found.append(tag)
+        at = text.find("<", tag.end() if tag else at + 1)
+    if at >= 0:
+        found.extend(_STAGE_TAG.finditer(text, at))
+    return found
 
 
 # --- tagged ----------------------------------------------------------------------------------
@@ -143,8 +187,12 @@ def parse_tagged(text: str) -> Rationale:
     >>> r.candidates, r.comparison, r.problems
     (('Bank Swallow', 'Tree Swallow'), 'Bank is browner.', ('no closing tag for <comparison>',))
     """
+    return _parse_tagged(text, _Tags(text))
+
+
+def _parse_tagged(text: str, tags: _Tags) -> Rationale:
     reader = _TagReader(text)
-    reader.read()
+    reader.read(tag for tag, _ in tags.found)
     stages = reader.stages
     problems = reader.problems
     if len(reader.order) > 1 and reader.order != sorted(reader.order, key=STAGES.index):
@@ -167,7 +215,7 @@ def parse_tagged(text: str) -> Rationale:
         candidates=candidates,
         comparison=texts["comparison"],
         prediction=texts["prediction"],
-        answer=extract_answer(text),
+        answer=tags.answer(),
         raw_text=text,
         source_format="tags",
         problems=tuple(dict.fromkeys(problems)),
@@ -186,8 +234,9 @@ class _TagReader:
         self._start = 0
         self._interrupted: dict[str, str] = {}
 
-    def read(self) -> None:
-        for tag in _STAGE_TAG.finditer(self.text):
+    def read(self, tags: Iterable[re.Match[str]]) -> None:
+        """Take in the ``_STAGE_TAG`` matches of the text, in order."""
+        for tag in tags:
             closing, name = tag.group(1) is not None, tag.group(2).lower()
             if name in ("think", "answer"):
                 if self._open and (closing if name == "think" else not closing):
@@ -252,11 +301,19 @@ def _clean_tagged(content: str) -> str:
 # --- candidate lists -------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)
 def _clean_candidate(item: str) -> str:
-    """A candidate name from a list item: no description after ':', no emphasis or end stop."""
-    cut = _DESCRIPTION.search(item)
-    if cut:
-        item = item[: cut.start()]
+    """A candidate name from a list item: no description after ':', no emphasis or end stop.
+
+    Cached, since the same names (the classes of a dataset) come back in rationale after
+    rationale. Every description separator has a colon or a dash; most names have neither, and
+    they skip the search, which costs more than the rest of the cleaning (it stops at every
+    space).
+    """
+    if ":" in item or "-" in item or "\u2013" in item or "\u2014" in item:
+        cut = _DESCRIPTION.search(item)
+        if cut:
+            item = item[: cut.start()]
     return item.strip().strip('*_`"').strip().rstrip(".,;:!?").strip()
 
 
@@ -358,8 +415,12 @@ def parse_headed(text: str) -> Rationale:
     >>> r.candidates, r.prediction, r.prediction_line, r.answer, r.problems
     (('Akita', 'Shiba Inu'), 'A small spitz.', 'Shiba Inu', 'Shiba Inu', ())
     """
+    return _parse_headed(text, _Tags(text))
+
+
+def _parse_headed(text: str, tags: _Tags) -> Rationale:
     problems: list[str] = []
-    body = _think_body(text, problems)
+    body = _think_body(tags, problems)
     body, listed, prediction_line = _take_formula_lines(body)
     lines = body.split("\n")
     bare = list(map(str.rstrip, lines))
@@ -385,7 +446,7 @@ def parse_headed(text: str) -> Rationale:
     candidates = listed
     if not candidates:
         problems.append("no candidates found")
-    answer = extract_answer(text)
+    answer = tags.answer()
     if answer is None:
         problems.append("no <answer>")
     return Rationale(
@@ -401,15 +462,16 @@ def parse_headed(text: str) -> Rationale:
     )
 
 
-def _think_body(text: str, problems: list[str]) -> str:
+def _think_body(tags: _Tags, problems: list[str]) -> str:
     """Text inside ``<think>`` (or before ``<answer>`` when the tags are missing)."""
-    opening = _THINK_OPEN.search(text)
+    text = tags.text
+    opening = tags.first(("think",), closing=False)
     start = opening.end() if opening else 0
-    closing = _THINK_CLOSE.search(text, start)
+    closing = tags.first(("think",), closing=True, start=start)
     if closing:
         return text[start : closing.start()]
     problems.append("missing </think>")
-    answer = _ANSWER_OPEN.search(text, start)
+    answer = tags.first(("answer",), closing=False, start=start)
     return text[start : answer.start() if answer else len(text)]
 
 
@@ -568,7 +630,7 @@ def _split_sections(lines: list[str], bare: list[str]) -> dict[str, tuple[int, i
     maybe = [
         n
         for n, line in enumerate(bare)
-        if line[-1:] not in _SENTENCE_ENDS and len(lines[n]) <= _MAX_HEADING_LINE
+        if line and line[-1] not in _SENTENCE_ENDS and len(lines[n]) <= _MAX_HEADING_LINE
     ]
     for n in maybe:
         stage = _worded_stage(lines[n])
@@ -587,13 +649,18 @@ def _clean_section(bare: list[str], start: int, end: int) -> str:
     lines, rules ('---') or a dangling repeated heading at its end."""
     while start < end and _is_decoration(bare[start]):
         start += 1
-    while end > start and _is_decoration(bare[end - 1]):
-        end -= 1
+    end = _decoration_start(bare, start, end)
     if end > start and _is_heading(bare[end - 1]):
-        end -= 1
-        while end > start and _is_decoration(bare[end - 1]):
-            end -= 1
+        end = _decoration_start(bare, start, end - 1)
     return "\n".join(bare[start:end])
+
+
+def _decoration_start(bare: list[str], start: int, end: int) -> int:
+    """Where the decoration lines that end ``bare[start:end]`` start (blank lines, which end
+    most sections, are passed over without a call)."""
+    while end > start and (not bare[end - 1] or _is_decoration(bare[end - 1])):
+        end -= 1
+    return end
 
 
 # --- rendering -------------------------------------------------------------------------------

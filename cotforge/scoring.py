@@ -14,7 +14,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 from cotforge.data.annotations import Annotations, ClassInfo, load_annotations
 from cotforge.errors import ConfigError
@@ -23,7 +23,8 @@ _ANSWER_TAG = re.compile(r"<(\s{0,16}/)?\s{0,16}answer\s{0,16}>", re.IGNORECASE)
 _POSSESSIVE = re.compile(r"['\u2019\u02bc`]s\b")
 _APOSTROPHE = re.compile(r"['\u2019\u02bc`]")
 _LEADING_ARTICLE = re.compile(r"^\W{0,16}(?:the|an?)\s+(?=[^\W\d_])")
-_SEPARATOR = re.compile(r"[^\w\s]|_")
+_SEPARATOR = re.compile(r"[^\w\s]")  # and "_", replaced apart: one class makes a faster scan
+_NOT_PLURAL = ("ss", "us", "is")
 _YEAR = re.compile(r"^(?:19|20)\d\d$")
 _TRAILING_YEAR = re.compile(r"\s+(?:19|20)\d\d\s*$")
 
@@ -44,9 +45,16 @@ def extract_answer(text: str | None) -> str | None:
     """
     if not text:
         return None
+    return last_answer(text, _ANSWER_TAG.finditer(text))
+
+
+def last_answer(text: str, tags: Iterable[re.Match[str]]) -> str | None:
+    """:func:`extract_answer` from the answer tags of ``text``, found already, in order: a
+    match whose group 1 is set closes. For a parser that finds them in the same scan as other
+    tags, rather than scanning the text once more."""
     last_open: re.Match[str] | None = None
     answer: str | None = None
-    for tag in _ANSWER_TAG.finditer(text):
+    for tag in tags:
         if tag.group(1) is None:
             last_open = tag
         elif last_open is not None:
@@ -71,21 +79,44 @@ def normalise(text: str) -> str:
     >>> normalise("Bengals") == normalise("Bengal")
     True
     """
+    if len(text) > _CACHED_CHARS:
+        return _normalise(text)
+    return _normalise_short(text)
+
+
+_CACHED_CHARS = 200
+
+
+@lru_cache(maxsize=16384)
+def _normalise_short(text: str) -> str:
+    """:func:`normalise`, cached for short texts: a verifier normalises each name, answer and
+    prediction line several times over (to compare it, and to look up the classes it names),
+    and the names of a dataset come back in rationale after rationale; a long text would only
+    fill the cache."""
+    return _normalise(text)
+
+
+def _normalise(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)
     if not text.isascii():
         decomposed = unicodedata.normalize("NFKD", text)
         text = unicodedata.normalize(
             "NFKC", "".join(ch for ch in decomposed if not unicodedata.combining(ch))
         )
-    text = _APOSTROPHE.sub("", _POSSESSIVE.sub("", text.casefold()))
-    text = _SEPARATOR.sub(" ", _LEADING_ARTICLE.sub("", text))
-    return " ".join(_fold_plural(word) for word in text.split())
-
-
-def _fold_plural(word: str) -> str:
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
+    text = text.casefold()
+    # Verification normalises every new prediction line, so the common cases skip work: text
+    # without an apostrophe skips both substitutions, and the article can only lead.
+    if "'" in text or "\u2019" in text or "\u02bc" in text or "`" in text:
+        text = _APOSTROPHE.sub("", _POSSESSIVE.sub("", text))
+    article = _LEADING_ARTICLE.match(text)
+    if article:
+        text = text[article.end() :]
+    text = _SEPARATOR.sub(" ", text).replace("_", " ")
+    folded = [
+        word[:-1] if len(word) > 3 and word[-1] == "s" and word[-2:] not in _NOT_PLURAL else word
+        for word in text.split()
+    ]
+    return " ".join(folded)
 
 
 def _has_year(words: Iterable[str]) -> bool:

@@ -104,6 +104,25 @@ _HTML_TAG = re.compile(
 _HTML_ENTITY = re.compile(r"&(?i:[a-z]{2,8}|#\d{1,7}|#x[0-9a-f]{1,6});")
 
 
+_MAX_LOOKS = 32
+
+
+def _search_from(pattern: re.Pattern[str], text: str, first: str) -> re.Match[str] | None:
+    """``pattern.search(text)`` for a pattern that starts with the character ``first``, faster:
+    ``str.find`` jumps between its occurrences (memchr), where ``re`` looks at every character.
+    A rationale has a few '<' (its own tags) and rarely an '&'; after ``_MAX_LOOKS`` of them the
+    regex searches the rest, which many make cheaper."""
+    at = text.find(first)
+    for _ in range(_MAX_LOOKS):
+        if at < 0:
+            return None
+        found = pattern.match(text, at)
+        if found:
+            return found
+        at = text.find(first, at + 1)
+    return pattern.search(text, at) if at >= 0 else None
+
+
 def structure(r: Rationale) -> CheckResult:
     """All four stages present, non-empty and in order, with nothing the parser had to skip,
     guess or repair, and no HTML markup (a student trained on it would learn to emit it).
@@ -114,7 +133,7 @@ def structure(r: Rationale) -> CheckResult:
     'missing <comparison>; missing <prediction>'
     """
     problems = list(r.problems)
-    markup = _HTML_TAG.search(r.raw_text) or _HTML_ENTITY.search(r.raw_text)
+    markup = _search_from(_HTML_TAG, r.raw_text, "<") or _search_from(_HTML_ENTITY, r.raw_text, "&")
     if markup:
         problems.append(f"HTML markup at {markup.start()}: {_quote(markup.group())}")
     if problems:
@@ -158,9 +177,6 @@ def _named(text: str, matcher: ClassMatcher, allow_missing_year: bool) -> tuple[
 @_cache_short
 def _score(text: str, truth: ClassInfo, matcher: ClassMatcher, allow_missing_year: bool) -> Score:
     return score(text, truth, matcher, allow_missing_year=allow_missing_year)
-
-
-_key = _cache_short(normalise)
 
 
 def _stated(r: Rationale) -> list[tuple[str, str]]:
@@ -217,7 +233,7 @@ def _among(text: str, r: Rationale, keys: Sequence[str], matcher: ClassMatcher) 
     """Whether a stated prediction is one of the candidates: one contains the other as whole
     words after normalising ("Bengal" and "Bengal Cat"; "The aircraft is a Bombardier CRJ-200."
     and "Bombardier CRJ-200"), or both name the same single class of the dataset."""
-    padded = f" {_key(text)} "
+    padded = f" {normalise(text)} "
     if padded.strip() and any(
         key and (f" {key} " in padded or padded in f" {key} ") for key in keys
     ):
@@ -245,7 +261,7 @@ def candidates(
         return CheckResult(
             "candidates", False, f"{len(names)} candidates ({_names(names)}); 2 to 4 wanted"
         )
-    keys = [_key(name) for name in names]
+    keys = [normalise(name) for name in names]
     seen: dict[str, str] = {}
     for name, key in zip(names, keys, strict=True):
         if key in seen:
@@ -492,6 +508,18 @@ def _foreign(text: str, at: int) -> str | None:
     return script if before or after else None
 
 
+_ASCII_BYTES = bytes(range(128))
+
+
+def _non_ascii(text: str) -> str:
+    """The characters of ``text`` beyond ASCII, in order. Most texts that are not ASCII hold a
+    few curly quotes or accents: looking for other scripts among those alone, before the whole
+    text, is ten times faster. UTF-8 writes those characters with bytes above 127 only, so
+    deleting the bytes below leaves them whole (lone surrogates pass through as well)."""
+    data = text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES)
+    return data.decode("utf-8", "surrogatepass")
+
+
 def language(text: str, *, language: str = "en") -> CheckResult:
     """The text is in the configured language, judged by its script: English must be Latin.
 
@@ -510,6 +538,8 @@ def language(text: str, *, language: str = "en") -> CheckResult:
         raise ValueError(msg)
     if text.isascii():
         return CheckResult("language", True, "English (ASCII only)")
+    if not _NOT_LATIN.search(_non_ascii(text)):
+        return CheckResult("language", True, "English (Latin script)")
     undecodable: list[int] = []
     foreign: list[tuple[int, str]] = []
     for hit in _NOT_LATIN.finditer(text):
