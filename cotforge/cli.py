@@ -75,6 +75,9 @@ UnseenFractionOpt = Annotated[
     float | None, typer.Option(help="share of unseen classes for --split-mode random [0.4]")
 ]
 SplitSeedOpt = Annotated[int | None, typer.Option(help="seed of the random split [0]")]
+UnseenShotsOpt = Annotated[
+    int | None, typer.Option(help="images per unseen class too, without triplets [0]")
+]
 
 
 def reports_errors(command: F) -> F:
@@ -204,6 +207,7 @@ def plan(
     allow_fewer: Annotated[
         bool | None, typer.Option("--allow-fewer/--no-allow-fewer", help="accept small classes")
     ] = None,
+    unseen_shots: UnseenShotsOpt = None,
     root: RootOpt = None,
     download: DownloadOpt = None,
     split_mode: SplitModeOpt = None,
@@ -227,6 +231,7 @@ def plan(
             "strategy": strategy,
             "from_split": from_split,
             "allow_fewer": allow_fewer,
+            "unseen_shots": unseen_shots,
             "root": root,
             "download": download,
             "split_mode": split_mode,

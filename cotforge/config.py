@@ -80,6 +80,12 @@ class PlanOptions(DatasetOptions):
     allow_fewer: bool = Field(
         False, description="take every image of a class with fewer than --shots instead of failing"
     )
+    unseen_shots: int = Field(
+        0,
+        ge=0,
+        description="images per unseen class as well (anchors without triplets), e.g. to "
+        "generate rationales for unseen classes",
+    )
 
 
 OptionsT = TypeVar("OptionsT", bound=Options)
@@ -290,3 +296,72 @@ class DedupOptions(Options):
     embeddings: bool = Field(False, description="also find MiniLM embedding near-duplicates")
     embedding_threshold: float = Field(0.95, gt=0.0, le=1.0, description="embedding cosine")
     seed: int = Field(0, description="MinHash seed")
+
+
+DEFAULT_LOCAL_TEACHER = "local:Qwen/Qwen2.5-VL-7B-Instruct"
+"""The teacher when none is configured and ``COTFORGE_TEACHER_URL`` is unset."""
+
+
+class TeacherOptions(Options):
+    """Which teacher answers, and how the client treats it (``generate``, ``verify --judge``).
+
+    ``teacher`` is ``openai:MODEL@URL`` (more ``@URL`` s, or ``teacher_urls``, spread the load
+    over several servers; without a URL, ``COTFORGE_TEACHER_URL``), or ``local:PATH_OR_ID`` for
+    an in-process transformers model. Unset: the server at ``COTFORGE_TEACHER_URL`` when set,
+    else ``local:Qwen/Qwen2.5-VL-7B-Instruct``.
+    """
+
+    teacher: str | None = Field(None, description="openai:MODEL@URL or local:PATH_OR_ID")
+    teacher_urls: list[str] = Field(
+        default_factory=list, description="more server URLs for an openai: teacher"
+    )
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="environment variable holding the API key (never stored)"
+    )
+    concurrency: int = Field(64, ge=1, description="requests in flight at once")
+    timeout_s: float = Field(300.0, gt=0, description="per-request timeout in seconds")
+    max_retries: int = Field(6, ge=0, description="retries of a request on transient faults")
+    requests_per_minute: float | None = Field(None, gt=0, description="request rate limit")
+    tokens_per_minute: float | None = Field(None, gt=0, description="token rate limit")
+    max_image_side: int = Field(1024, ge=32, description="longer image side sent, in pixels")
+    batch_size: int = Field(4, ge=1, description="local teacher: requests per generate() batch")
+    price_input_per_million: float = Field(0.0, ge=0, description="USD per 1M prompt tokens")
+    price_output_per_million: float = Field(
+        0.0, ge=0, description="USD per 1M completion tokens"
+    )
+
+    @field_validator("teacher_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class GenerateOptions(PlanOptions, TeacherOptions):
+    """Options of ``cotforge generate``: the plan it works on, the teacher, and the loop."""
+
+    split: Literal["seen", "unseen", "all"] = Field(
+        "seen", description="generate for anchors of seen classes, unseen ones, or both"
+    )
+    classes: list[str] = Field(
+        default_factory=list, description="only these classes (names or labels, comma-separated)"
+    )
+    limit: int | None = Field(None, ge=1, description="at most this many samples")
+    max_attempts: int = Field(4, ge=1, description="rationale attempts per sample until verified")
+    max_tokens: int = Field(2048, ge=16, description="longest teacher answer, in tokens")
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="teacher sampling temperature")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="teacher nucleus sampling")
+    questions: int = Field(10, ge=1, description="paraphrased student questions per dataset")
+    concepts: bool = Field(True, description="ask for image-level visual concepts first")
+    neighbours: int = Field(
+        3, ge=0, description="confusable classes whose shared concepts are pruned"
+    )
+    prompts_dir: Path | None = Field(None, description="folder of prompt templates to use")
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _split_classes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

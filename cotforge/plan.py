@@ -43,6 +43,7 @@ class PlanSummary:
     seen_classes: int
     unseen_classes: int
     anchors: int
+    unseen_anchors: int
     triplets: int
     dropped: int
     skipped_images: int
@@ -55,6 +56,7 @@ class PlanSummary:
             ("unseen classes (held out)", self.unseen_classes),
             ("shots per seen class", self.shots),
             ("anchors planned", self.anchors),
+            ("unseen anchors planned (no triplets)", self.unseen_anchors),
             (f"triplets ({self.strategy} negatives)", self.triplets),
             ("anchors without a triplet", self.dropped),
             ("classes with fewer shots", self.short_classes),
@@ -89,7 +91,8 @@ def make_plan(
     )
     seen = [info for info in notes.classes if class_split[info.index] == "seen"]
     seen_indexes = {info.index for info in seen}
-    pool = [r for r in source.verify_files(options.from_split) if r.class_index in seen_indexes]
+    listed = source.verify_files(options.from_split)
+    pool = [r for r in listed if r.class_index in seen_indexes]
     strategy = _strategy(source, options)
 
     with Progress(console=console, transient=True) as progress:
@@ -104,6 +107,7 @@ def make_plan(
             allow_fewer=options.allow_fewer,
             class_names={info.index: info.name for info in seen},
         )
+        unseen = _unseen_kshot(source, listed, seen_indexes, class_split, options, is_usable)
         progress.update(task, description="ranking confusable classes")
         ranking = strategy.rank(seen)
         progress.update(task, description="building triplets")
@@ -121,8 +125,9 @@ def make_plan(
         run_id = store.start_run("plan", config, {"cotforge": version("cotforge")})
         store.replace_plan(
             source.name,
-            images=_image_rows(source, kshot, triplets),
-            samples=_sample_rows(source, kshot, class_split, run_id, options.seed),
+            images=_image_rows(source, kshot, triplets, unseen),
+            samples=_sample_rows(source, kshot, class_split, run_id, options.seed)
+            + (_sample_rows(source, unseen, class_split, run_id, options.seed) if unseen else []),
             triplets=[
                 {
                     "anchor_id": t.anchor.image_id,
@@ -153,10 +158,35 @@ def make_plan(
         seen_classes=len(seen),
         unseen_classes=len(class_split) - len(seen),
         anchors=len(kshot.images),
+        unseen_anchors=len(unseen.images) if unseen else 0,
         triplets=len(triplets.triplets),
         dropped=len(triplets.dropped),
         skipped_images=len(_unique_skips(kshot, triplets)),
         short_classes=len(kshot.short),
+    )
+
+
+def _unseen_kshot(
+    source: Source,
+    listed: list[ImageRecord],
+    seen_indexes: set[int],
+    class_split: dict[int, ClassSplit],
+    options: PlanOptions,
+    is_usable: IsUsable,
+) -> KShotResult | None:
+    """``unseen_shots`` images per unseen class, or None when none are asked for. They are
+    anchors for generation only: triplets train TAPO, which must never see an unseen class."""
+    if not options.unseen_shots:
+        return None
+    unseen_indexes = {index for index, split in class_split.items() if split == "unseen"}
+    return select_kshot(
+        [r for r in listed if r.class_index not in seen_indexes],
+        shots=options.unseen_shots,
+        classes=unseen_indexes,
+        seed=options.seed,
+        is_usable=is_usable,
+        allow_fewer=options.allow_fewer,
+        class_names={i: info.name for i, info in enumerate(source.annotations.classes)},
     )
 
 
@@ -183,9 +213,12 @@ def _unique_skips(kshot: KShotResult, triplets: TripletResult) -> list[tuple[Ima
     return list(found.values())
 
 
-def _image_rows(source: Source, kshot: KShotResult, triplets: TripletResult) -> list[dict]:
-    """Every image the plan refers to: anchors, positives and negatives."""
+def _image_rows(
+    source: Source, kshot: KShotResult, triplets: TripletResult, unseen: KShotResult | None
+) -> list[dict]:
+    """Every image the plan refers to: anchors (seen and unseen), positives and negatives."""
     records: dict[str, ImageRecord] = {r.image_id: r for r in kshot.images}
+    records.update({r.image_id: r for r in (unseen.images if unseen else [])})
     for t in triplets.triplets:
         records.setdefault(t.positive.image_id, t.positive)
         records.setdefault(t.negative.image_id, t.negative)

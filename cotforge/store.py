@@ -191,12 +191,19 @@ _SCHEMA_V2 = [
     )""",
 ]
 
-MIGRATIONS: list[tuple[int, list[str]]] = [(1, _SCHEMA_V1), (2, _SCHEMA_V2)]
+_SCHEMA_V3 = [
+    # Each retried failure of a request ("HTTP 429, Retry-After 2s"), so retries stay visible
+    # after the request succeeded, and why the teacher stopped (a "length" cut is worth seeing).
+    "ALTER TABLE requests ADD COLUMN retry_log VARCHAR[]",
+    "ALTER TABLE requests ADD COLUMN finish_reason VARCHAR",
+]
+
+MIGRATIONS: list[tuple[int, list[str]]] = [(1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3)]
 """Ordered (version, statements); opening a store applies those above its version."""
 
 RUN_KINDS = ("plan", "generate", "import", "verify", "dedup", "review", "export", "eval")
 RUN_STATUSES = ("running", "ok", "failed", "interrupted")
-REQUEST_PURPOSES = ("concepts", "rationale", "judge", "eval")
+REQUEST_PURPOSES = ("questions", "concepts", "rationale", "judge", "eval")
 REQUEST_STATUSES = ("pending", "ok", "error")
 DUPLICATE_KINDS = ("exact", "near", "embedding")
 
@@ -763,6 +770,65 @@ class Store:
         where = {"status": "ok", **{k: v for k, v in filters.items() if v is not None}}
         clause, params = self._where("requests", where)
         rows = self._con.execute(f"SELECT request_id FROM requests{clause}", params).fetchall()
+        return {row[0] for row in rows}
+
+    def answered(self, request_ids: Sequence[str]) -> dict[str, str | None]:
+        """The response texts of those of ``request_ids`` that are answered (status ``ok``).
+
+        What a rerun needs to pick up where it stopped: the answers it already paid for, by id,
+        without reading the rest of the store.
+        """
+        if not request_ids:
+            return {}
+        ids = pl.DataFrame({"request_id": list(request_ids)})
+        self._con.register("_cotforge_ids", ids.to_arrow())
+        try:
+            rows = self._con.execute(
+                "SELECT q.request_id, q.response_text FROM requests q "
+                "JOIN _cotforge_ids USING (request_id) WHERE q.status = 'ok'"
+            ).fetchall()
+        finally:
+            self._con.unregister("_cotforge_ids")
+        return dict(rows)
+
+    def planned_samples(self, dataset: str) -> pl.DataFrame:
+        """The dataset's planned anchors with their image's split and key, and the negative
+        class of their triplet (NULL when they have none), in sample id order."""
+        return self._con.sql(
+            "SELECT s.sample_id, s.dataset, s.class_index, s.label, s.class_name, s.class_split, "
+            "s.shot, i.split, i.key, t.negative_class_index FROM samples s "
+            "JOIN images i ON i.image_id = s.sample_id "
+            "LEFT JOIN triplets t ON t.anchor_id = s.sample_id "
+            "WHERE s.dataset = $dataset ORDER BY s.sample_id",
+            params={"dataset": dataset},
+        ).pl()
+
+    def latest_plan(self, dataset: str) -> dict[str, Any] | None:
+        """The options of the dataset's most recent finished plan, or None when it has none."""
+        rows = self._con.execute(
+            "SELECT config FROM runs WHERE kind = 'plan' AND status = 'ok' "
+            "AND json_extract_string(config, '$.dataset') = ? "
+            "ORDER BY started_at DESC, run_id DESC LIMIT 1",
+            [dataset],
+        ).fetchall()
+        return json.loads(rows[0][0]) if rows else None
+
+    def accepted_samples(self, *, model: str, required: Sequence[str]) -> set[str]:
+        """Samples that already have a rationale from ``model`` passing every ``required``
+        check, so a rerun of generation leaves them alone whatever else changed."""
+        if not required:
+            msg = "required must name at least one check"
+            raise ValueError(msg)
+        rows = self._con.execute(
+            f"""SELECT DISTINCT r.sample_id FROM rationales r
+            JOIN requests q USING (request_id)
+            JOIN verdicts v USING (rationale_id)
+            WHERE q.model = ? AND q.purpose = 'rationale'
+                AND v.check_name IN ({", ".join("?" * len(required))})
+            GROUP BY r.sample_id, r.rationale_id
+            HAVING bool_and(v.passed) AND count(DISTINCT v.check_name) = ?""",
+            [model, *required, len(set(required))],
+        ).fetchall()
         return {row[0] for row in rows}
 
     def request_results(self, *, where: Mapping[str, Any] | None = None) -> pl.DataFrame:

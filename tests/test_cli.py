@@ -103,6 +103,21 @@ def test_plan_writes_shots_and_triplets(pets: LayoutInfo) -> None:
     assert set(expected) <= set(figures)
 
 
+def test_plan_with_unseen_shots_adds_unseen_anchors_without_triplets(pets: LayoutInfo) -> None:
+    args = ["plan", "--dataset", "pets", "--root", str(pets.root), "--shots", "2"]
+    assert run(*args, "--unseen-shots", "1")[0] == 0
+    with Store.open(Path("cotforge.duckdb"), read_only=True) as db:
+        samples = db.table("samples")
+        triplets = db.table("triplets")
+    notes = load_annotations("pets")
+    unseen = {info.index for info in notes.classes if info.paper_split == "unseen"}
+    unseen_rows = samples.filter(pl.col("class_split") == "unseen")
+    assert set(unseen_rows["class_index"]) == unseen
+    assert unseen_rows.height == len(unseen)
+    assert set(triplets["anchor_id"]).isdisjoint(unseen_rows["sample_id"])
+    assert triplets.height == samples.height - len(unseen)
+
+
 def test_replanning_replaces_and_is_deterministic(pets: LayoutInfo) -> None:
     args = ["plan", "--dataset", "pets", "--root", str(pets.root)]
     assert run(*args, "--shots", "2", "--seed", "3")[0] == 0
