@@ -43,3 +43,7 @@ class ConfigError(CotforgeError):
 
 class MissingExtraError(CotforgeError, ImportError):
     """An optional dependency is not installed; the message names the extra that brings it."""
+
+
+class TeacherUnavailableError(CotforgeError):
+    """No teacher answers where one is configured; the message says what to start or set."""
