@@ -20,10 +20,12 @@ from rich.table import Table
 from cotforge.config import (
     DatasetOptions,
     DedupOptions,
+    GenerateOptions,
     GlobalOptions,
     ImportOptions,
     PlanOptions,
     ReportOptions,
+    TeacherOptions,
     VerifyOptions,
     resolve,
 )
@@ -31,6 +33,7 @@ from cotforge.errors import CotforgeError
 
 if TYPE_CHECKING:
     from cotforge.data.base import Source
+    from cotforge.store import Store
 
 console = Console()
 err_console = Console(stderr=True)
@@ -194,6 +197,40 @@ def datasets_download(
     console.print(f"{name}: ready at {path}")
 
 
+@datasets_app.command("synth")
+@reports_errors
+def datasets_synth(
+    out: Annotated[Path, typer.Option(help="folder to write the dataset into")],
+    classes: Annotated[int, typer.Option(help="aircraft variants, in official order")] = 10,
+    images_per_class: Annotated[
+        int, typer.Option(help="images per variant, split over train, val and test")
+    ] = 6,
+    seed: Annotated[int, typer.Option(help="seed of the generated pictures")] = 0,
+) -> None:
+    """Write a small generated dataset in the official FGVC-Aircraft layout (no download)."""
+    from cotforge.testing.synth import write_synthetic_aircraft
+
+    root = write_synthetic_aircraft(
+        out, classes=classes, images_per_class=images_per_class, seed=seed
+    )
+    console.print(f"aircraft (synthetic, {classes} classes): ready at {root}")
+    console.print(f"next: cotforge generate --dataset aircraft --root {root} --shots 4")
+
+
+@app.command("tiny-model")
+@reports_errors
+def tiny_model(
+    out: Annotated[Path, typer.Option(help="folder to write the model into")],
+    seed: Annotated[int, typer.Option(help="seed of the random weights")] = 0,
+) -> None:
+    """Build a tiny random Qwen2.5-VL offline: a teacher or student for smoke runs, not a model."""
+    from cotforge.testing.tiny import build_tiny_qwen2_5_vl
+
+    path = build_tiny_qwen2_5_vl(out, seed=seed)
+    console.print(f"tiny random Qwen2.5-VL: ready at {path}")
+    console.print(f"next: cotforge generate --teacher local:{path} ...")
+
+
 @app.command("plan")
 @reports_errors
 def plan(
@@ -246,6 +283,104 @@ def plan(
     console.print(summary_table(f"plan {summary.run_id} ({summary.dataset})", summary.rows()))
 
 
+@app.command("generate")
+@reports_errors
+def generate(
+    dataset: Annotated[str | None, typer.Option(help="dataset name")] = None,
+    shots: Annotated[int | None, typer.Option(help="images per class [4]")] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(help="openai:MODEL@URL[@URL...] or local:PATH_OR_ID [$COTFORGE_TEACHER_URL]"),
+    ] = None,
+    max_attempts: Annotated[
+        int | None, typer.Option(help="rationale attempts per sample until verified [4]")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="at most this many samples")] = None,
+    classes: Annotated[
+        str | None, typer.Option(help="only these classes (comma-separated names or labels)")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="seen | unseen | all [seen]")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="requests in flight [64]")] = None,
+    concepts: Annotated[
+        bool | None,
+        typer.Option("--concepts/--no-concepts", help="ask for visual concepts first [on]"),
+    ] = None,
+    judge: Annotated[
+        bool | None,
+        typer.Option("--judge/--no-judge", help="grade comparisons against the image [off]"),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="sampling seed [0]")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the plan and the first prompts; send nothing")
+    ] = False,
+    root: RootOpt = None,
+    download: DownloadOpt = None,
+    split_mode: SplitModeOpt = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Ask the teacher for verified four-stage rationales of the planned samples."""
+    from cotforge.generate import ensure_plan, preview, run_generation, select_samples
+    from cotforge.report_tables import summary_table
+    from cotforge.store import Store
+    from cotforge.teachers.select import build_teacher, parse_teacher_spec
+
+    options = resolve(
+        GenerateOptions,
+        section="generate",
+        flags={
+            "dataset": dataset,
+            "shots": shots,
+            "teacher": teacher,
+            "max_attempts": max_attempts,
+            "limit": limit,
+            "classes": classes,
+            "split": split,
+            "concurrency": concurrency,
+            "concepts": concepts,
+            "judge": judge,
+            "seed": seed,
+            "root": root,
+            "download": download,
+            "split_mode": split_mode,
+        },
+        config_file=config,
+    )
+    verify_options = resolve(VerifyOptions, section="verify", flags={}, config_file=config)
+    spec = parse_teacher_spec(options.teacher, extra_urls=options.teacher_urls)
+    source = _open_dataset(options.dataset, options, config)
+    with Store.open(_global(store, config).store) as db:
+        planned = ensure_plan(source, db, options, console=console)
+        if planned is not None:
+            console.print(summary_table(f"plan {planned.run_id} ({source.name})", planned.rows()))
+        samples = select_samples(
+            db.planned_samples(source.name).iter_rows(named=True),
+            source,
+            split=options.split,
+            classes=options.classes,
+            limit=options.limit,
+        )
+        if not samples:
+            err_console.print(
+                f"nothing to generate: the plan of {source.name} has no {options.split} samples"
+                " matching --classes; widen --classes or --split"
+            )
+            raise typer.Exit(1)
+        if dry_run:
+            preview(samples, source=source, spec=str(spec), options=options, console=console)
+            return
+        summary = run_generation(
+            samples,
+            source=source,
+            store=db,
+            teacher=build_teacher(spec, options),
+            options=options,
+            verify_options=verify_options,
+            console=console,
+        )
+    console.print(summary_table(f"generate {summary.run_id}", summary.rows()))
+
+
 @app.command("verify")
 @reports_errors
 def verify(
@@ -260,6 +395,18 @@ def verify(
     all_rationales: Annotated[
         bool, typer.Option("--all", help="verify every rationale again, not only new ones")
     ] = False,
+    judge: Annotated[
+        bool,
+        typer.Option(
+            "--judge", help="also ask the teacher to judge comparisons against their images"
+        ),
+    ] = False,
+    teacher: Annotated[
+        str | None, typer.Option(help="judge: openai:MODEL@URL or local:PATH [as generate]")
+    ] = None,
+    root: Annotated[
+        Path | None, typer.Option(help="judge: the dataset folder image keys are relative to")
+    ] = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -275,7 +422,46 @@ def verify(
     options = resolve(VerifyOptions, section="verify", flags=flags, config_file=config)
     with Store.open(_global(store, config).store) as db:
         summary = verify_store(db, options=options, only_new=not all_rationales, console=console)
-    console.print(summary_table(f"verify {summary.run_id or '(nothing new)'}", summary.rows()))
+        console.print(summary_table(f"verify {summary.run_id or '(nothing new)'}", summary.rows()))
+        if judge:
+            _judge_store(db, options, teacher=teacher, root=root, config=config)
+
+
+def _judge_store(
+    db: Store,
+    options: VerifyOptions,
+    *,
+    teacher: str | None,
+    root: Path | None,
+    config: Path | None,
+) -> None:
+    """``verify --judge``: judge what passed the other checks, with generation's teacher."""
+    from cotforge.judge import judge_store
+    from cotforge.report_tables import summary_table
+    from cotforge.teachers.select import build_teacher, parse_teacher_spec
+
+    teacher_options = resolve(
+        TeacherOptions,
+        section="generate",
+        flags={"teacher": teacher},
+        config_file=config,
+        borrowed=True,
+    )
+    spec = parse_teacher_spec(teacher_options.teacher, extra_urls=teacher_options.teacher_urls)
+    datasets = db.table("images")["dataset"].unique().to_list()
+    roots = {}
+    for name in datasets:
+        found = root or db.latest_image_root(name)
+        if found is not None:
+            roots[name] = Path(found)
+    summary = judge_store(
+        db,
+        build_teacher(spec, teacher_options),
+        required=options.required,
+        roots=roots,
+        console=console,
+    )
+    console.print(summary_table(f"judge {summary.run_id or '(nothing to judge)'}", summary.rows()))
 
 
 @app.command("dedup")

@@ -122,11 +122,14 @@ def resolve(
     section: str | None,
     flags: dict[str, Any],
     config_file: Path | None = None,
+    borrowed: bool = False,
 ) -> OptionsT:
     """Build ``model`` from flags, environment and config file, in that precedence.
 
     ``section`` is the verb (``"plan"``) whose table and ``COTFORGE_<VERB>_`` variables apply, or
-    ``None`` for the global options. Flags whose value is ``None`` were not given.
+    ``None`` for the global options. Flags whose value is ``None`` were not given. ``borrowed``
+    reads a part of another verb's options (``verify --judge`` takes the teacher options of
+    ``[generate]``): that table's other keys are not errors then.
     """
     path = config_file_path(config_file)
     document = read_config_file(path)
@@ -137,6 +140,8 @@ def resolve(
     known = set(model.model_fields)
     if section is None:
         table = {key: value for key, value in table.items() if not isinstance(value, dict)}
+    if borrowed:
+        table = {key: value for key, value in table.items() if key in known}
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
     for key, value in table.items():
@@ -206,6 +211,10 @@ VERIFY_CHECKS = (
 )
 """The checks ``cotforge verify`` runs (cotforge.verify), by name, in the order it reports them."""
 
+OPTIONAL_CHECKS = ("judge",)
+"""Checks that cost a teacher call (cotforge.judge): run only when asked (``--judge``), and
+required only when listed in ``required``."""
+
 
 class VerifyOptions(Options):
     """Options of ``cotforge verify`` and of the checks the generation loop runs per response.
@@ -258,11 +267,12 @@ class VerifyOptions(Options):
     @field_validator("required")
     @classmethod
     def _known_checks(cls, value: list[str]) -> list[str]:
-        unknown = [name for name in value if name not in VERIFY_CHECKS]
+        known = (*VERIFY_CHECKS, *OPTIONAL_CHECKS)
+        unknown = [name for name in value if name not in known]
         if unknown:
             msg = (
                 f"unknown check(s) {', '.join(map(repr, unknown))}; "
-                f"known checks: {', '.join(VERIFY_CHECKS)}"
+                f"known checks: {', '.join(known)}"
             )
             raise ValueError(msg)
         return list(dict.fromkeys(value))
@@ -326,9 +336,7 @@ class TeacherOptions(Options):
     max_image_side: int = Field(1024, ge=32, description="longer image side sent, in pixels")
     batch_size: int = Field(4, ge=1, description="local teacher: requests per generate() batch")
     price_input_per_million: float = Field(0.0, ge=0, description="USD per 1M prompt tokens")
-    price_output_per_million: float = Field(
-        0.0, ge=0, description="USD per 1M completion tokens"
-    )
+    price_output_per_million: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
 
     @field_validator("teacher_urls", mode="before")
     @classmethod
@@ -358,6 +366,9 @@ class GenerateOptions(PlanOptions, TeacherOptions):
         3, ge=0, description="confusable classes whose shared concepts are pruned"
     )
     prompts_dir: Path | None = Field(None, description="folder of prompt templates to use")
+    judge: bool = Field(
+        False, description="grade each comparison's faithfulness to the image (a teacher call)"
+    )
 
     @field_validator("classes", mode="before")
     @classmethod

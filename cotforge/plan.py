@@ -48,6 +48,7 @@ class PlanSummary:
     dropped: int
     skipped_images: int
     short_classes: int
+    absent_classes: int
 
     def rows(self) -> list[tuple[str, object]]:
         """(figure, value) pairs in reading order."""
@@ -60,6 +61,7 @@ class PlanSummary:
             (f"triplets ({self.strategy} negatives)", self.triplets),
             ("anchors without a triplet", self.dropped),
             ("classes with fewer shots", self.short_classes),
+            ("seen classes without images here (left out)", self.absent_classes),
             ("images skipped (unreadable)", self.skipped_images),
         ]
 
@@ -90,8 +92,13 @@ def make_plan(
         mode=options.split_mode, unseen_fraction=options.unseen_fraction, seed=options.split_seed
     )
     seen = [info for info in notes.classes if class_split[info.index] == "seen"]
-    seen_indexes = {info.index for info in seen}
     listed = source.verify_files(options.from_split)
+    present = {r.class_index for r in listed}
+    # A partial copy of a dataset (a subset, a synthetic one) lists images of some classes only;
+    # those without any are left out and counted, not an error.
+    absent = [info for info in seen if info.index not in present]
+    seen = [info for info in seen if info.index in present]
+    seen_indexes = {info.index for info in seen}
     pool = [r for r in listed if r.class_index in seen_indexes]
     strategy = _strategy(source, options)
 
@@ -156,13 +163,14 @@ def make_plan(
         shots=options.shots,
         strategy=strategy.name,
         seen_classes=len(seen),
-        unseen_classes=len(class_split) - len(seen),
+        unseen_classes=sum(1 for split in class_split.values() if split == "unseen"),
         anchors=len(kshot.images),
         unseen_anchors=len(unseen.images) if unseen else 0,
         triplets=len(triplets.triplets),
         dropped=len(triplets.dropped),
         skipped_images=len(_unique_skips(kshot, triplets)),
         short_classes=len(kshot.short),
+        absent_classes=len(absent),
     )
 
 
@@ -178,7 +186,12 @@ def _unseen_kshot(
     anchors for generation only: triplets train TAPO, which must never see an unseen class."""
     if not options.unseen_shots:
         return None
-    unseen_indexes = {index for index, split in class_split.items() if split == "unseen"}
+    listed_classes = {r.class_index for r in listed}
+    unseen_indexes = {
+        index
+        for index, split in class_split.items()
+        if split == "unseen" and index in listed_classes
+    }
     return select_kshot(
         [r for r in listed if r.class_index not in seen_indexes],
         shots=options.unseen_shots,
