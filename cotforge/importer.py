@@ -161,6 +161,7 @@ def import_file(
         "file": str(path),
         "sha256": _file_digest(source),
         "image_root": None if image_root is None else str(image_root),
+        "resolved_image_root": str(root.resolve()),
         "dataset": forced,
         "batch_size": batch_size,
     }

@@ -831,6 +831,46 @@ class Store:
         ).fetchall()
         return {row[0] for row in rows}
 
+    def rationales_to_judge(self, *, required: Sequence[str]) -> pl.DataFrame:
+        """Rationales without a judge verdict whose every other ``required`` check passed (the
+        judge costs a teacher call; a rationale failing elsewhere is rejected anyway), with
+        their comparison and image, in rationale id order."""
+        others = [name for name in required if name != "judge"]
+        if others:
+            names = ", ".join("?" * len(others))
+            passing = f"""AND r.rationale_id IN (
+                SELECT rationale_id FROM verdicts WHERE check_name IN ({names})
+                GROUP BY rationale_id
+                HAVING bool_and(passed) AND count(DISTINCT check_name) = ?)"""
+            params: list[Any] = [*others, len(set(others))]
+        else:
+            passing, params = "", []
+        return self._con.sql(
+            f"""SELECT r.rationale_id, r.sample_id, r.comparison, i.dataset, i.split, i.key,
+                i.class_index
+            FROM rationales r JOIN images i ON i.image_id = r.sample_id
+            WHERE NOT EXISTS (SELECT 1 FROM verdicts v
+                              WHERE v.rationale_id = r.rationale_id AND v.check_name = 'judge')
+            {passing}
+            ORDER BY r.rationale_id""",
+            params=params,
+        ).pl()
+
+    def latest_image_root(self, dataset: str) -> str | None:
+        """Where the dataset's images were last found: its latest plan's root, else the image
+        root of its latest import."""
+        plan = self.latest_plan(dataset)
+        if plan and plan.get("root"):
+            return str(plan["root"])
+        rows = self._con.execute(
+            "SELECT json_extract_string(config, '$.resolved_image_root') FROM runs u "
+            "WHERE kind = 'import' AND status = 'ok' AND EXISTS (SELECT 1 FROM rationales x "
+            "JOIN images i ON i.image_id = x.sample_id WHERE x.run_id = u.run_id "
+            "AND i.dataset = ?) ORDER BY started_at DESC, run_id DESC LIMIT 1",
+            [dataset],
+        ).fetchall()
+        return rows[0][0] if rows and rows[0][0] else None
+
     def request_results(self, *, where: Mapping[str, Any] | None = None) -> pl.DataFrame:
         """Rationales joined with the request that produced them, filtered on request columns.
 

@@ -591,10 +591,12 @@ def test_verify_options_reject_unknown_checks_with_the_known_names(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with pytest.raises(ConfigError) as caught:
-        resolve(VerifyOptions, section="verify", flags={"required": ["structure", "judge"]})
+        resolve(VerifyOptions, section="verify", flags={"required": ["structure", "faithful"]})
     message = str(caught.value)
-    assert "unknown check(s) 'judge'" in message
-    assert "known checks: " + ", ".join(VERIFY_CHECKS) in message
+    assert "unknown check(s) 'faithful'" in message
+    assert "known checks: " + ", ".join((*VERIFY_CHECKS, "judge")) in message
+    judged = resolve(VerifyOptions, section="verify", flags={"required": ["structure", "judge"]})
+    assert judged.required == ["structure", "judge"]
     monkeypatch.setenv("COTFORGE_VERIFY_REQUIRED", "structure, correct")
     options = resolve(VerifyOptions, section="verify", flags={})
     assert options.required == ["structure", "correct"]
