@@ -28,16 +28,18 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
+from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cotforge import concepts as concept_lib
+from cotforge.data.base import ImageRecord
 from cotforge.data.confusion import get_strategy
 from cotforge.errors import ConfigError
 from cotforge.judge import JUDGE_CHECK, judge_failed, judge_request, read_judgement
@@ -98,7 +100,7 @@ def select_samples(
                 class_split=row["class_split"],
                 image=ImageInput(
                     digest=_file_digest(source.name, record.path),
-                    load=partial(source.open_image, record),
+                    load=_loader(source, record),
                 ),
                 negative_class_index=row["negative_class_index"],
             )
@@ -106,6 +108,14 @@ def select_samples(
         if limit is not None and len(chosen) == limit:
             break
     return chosen
+
+
+def _loader(source: Source, record: ImageRecord) -> Callable[[], Image.Image]:
+    """How the teacher gets an image: as the dataset means it, or, when the dataset changes no
+    pixel, opened but not decoded, so the client can send the file's bytes as they are."""
+    if source.edits_pixels:
+        return partial(source.open_image, record)
+    return partial(Image.open, record.path)
 
 
 def _find_class(name: str, source: Source) -> ClassInfo:
@@ -122,9 +132,7 @@ def _find_class(name: str, source: Source) -> ClassInfo:
     return found
 
 
-def _record(source: Source, row: Mapping[str, Any]) -> Any:
-    from cotforge.data.base import ImageRecord
-
+def _record(source: Source, row: Mapping[str, Any]) -> ImageRecord:
     return ImageRecord(
         source.name, row["split"], row["key"], source.root / row["key"], row["class_index"]
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from cotforge.cli import app
@@ -401,3 +402,34 @@ def test_generate_with_the_local_teacher(
     assert requests.filter(pl.col("purpose") == "rationale").height == 4
     assert set(requests["model"]) == {f"local:{tiny_qwen}"}
     assert read("verdicts").height == 4 * 7
+
+
+def test_images_reach_the_teacher_as_the_dataset_means_them(
+    aircraft: LayoutInfo, official_layout: Callable[..., LayoutInfo]
+) -> None:
+    """A dataset that edits no pixel hands over the undecoded file (the client may send its
+    bytes); FGVC-Aircraft hands over the image without its 20-px banner."""
+    from cotforge.data.registry import get_source
+    from cotforge.generate import select_samples
+
+    pets = official_layout("pets", n_classes=2, train_per_class=2)
+    for layout, edits in ((pets, False), (aircraft, True)):
+        source = get_source(layout.name, layout.root)
+        key = source.images("train")[0].key
+        row = {
+            "sample_id": f"{layout.name}/train/{key}",
+            "class_index": 0,
+            "class_split": "seen",
+            "split": "train",
+            "key": key,
+            "negative_class_index": None,
+        }
+        row["class_index"] = source.images("train")[0].class_index
+        (sample,) = select_samples([row], source, split="all", classes=[], limit=None)
+        image = sample.image.load()
+        with Image.open(source.root / key) as original:
+            size = original.size
+        if edits:
+            assert image.size == (size[0], size[1] - 20)
+        else:
+            assert image.format == "JPEG" and image.tile, "expected an undecoded file"

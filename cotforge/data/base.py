@@ -162,6 +162,12 @@ class Source(ABC):
             raise CorruptImageError(msg) from err
         return self._postprocess(rgb)
 
+    @property
+    def edits_pixels(self) -> bool:
+        """Whether :meth:`open_image` changes an image beyond decoding it (e.g. a crop). When it
+        does not, a teacher client may send the file's own bytes instead of re-encoding it."""
+        return type(self)._postprocess is not Source._postprocess
+
     def _postprocess(self, image: Image.Image) -> Image.Image:
         """Dataset-specific fix-ups applied after decoding; identity unless overridden."""
         return image
