@@ -47,3 +47,8 @@ class MissingExtraError(CotforgeError, ImportError):
 
 class TeacherUnavailableError(CotforgeError):
     """No teacher answers where one is configured; the message says what to start or set."""
+
+
+class HubError(CotforgeError):
+    """A push to the Hugging Face Hub failed (no or refused token, no write access, no network);
+    the message says what to do and never contains the token."""
