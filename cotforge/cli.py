@@ -20,6 +20,7 @@ from rich.table import Table
 from cotforge.config import (
     DatasetOptions,
     DedupOptions,
+    ExportOptions,
     GenerateOptions,
     GlobalOptions,
     ImportOptions,
@@ -526,6 +527,81 @@ def import_(
             console=console,
         )
     console.print(summary_table(f"import {summary.run_id}", summary.rows()))
+
+
+@app.command("export")
+@reports_errors
+def export(
+    out: Annotated[Path | None, typer.Option(help="folder to write the dataset into")] = None,
+    configs: Annotated[
+        str | None, typer.Option(help="configs to write: sft, tapo, eval or all, comma-separated")
+    ] = None,
+    format_: Annotated[
+        str | None,
+        typer.Option("--format", help="hf (parquet + card) | llamafactory (sft as sharegpt)"),
+    ] = None,
+    review: Annotated[
+        str | None, typer.Option(help="human reviews: ignore | respect | require [respect]")
+    ] = None,
+    root: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=FOLDER where a dataset is now (repeatable) [its latest plan's]"),
+    ] = None,
+    max_shard_size: Annotated[
+        str | None, typer.Option(help="largest parquet shard, e.g. 500MB, 1GB [500MB]")
+    ] = None,
+    overwrite: Annotated[
+        bool | None, typer.Option("--overwrite/--no-overwrite", help="replace an earlier export")
+    ] = None,
+    push_to_hub: Annotated[
+        str | None, typer.Option(help="also upload the folder to this Hub dataset (ORG/NAME)")
+    ] = None,
+    private: Annotated[
+        bool | None, typer.Option("--private/--public", help="create the Hub repo as private")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of the eval options' order [0]")] = None,
+    eval_source: Annotated[
+        str | None, typer.Option(help="eval rows from: test (images) | paper (manifests)")
+    ] = None,
+    eval_manifests: Annotated[
+        Path | None, typer.Option(help="folder of Fine-R1's eval manifests [the shipped copy]")
+    ] = None,
+    eval_per_class: Annotated[int | None, typer.Option(help="eval images per class [all]")] = None,
+    workers: Annotated[int | None, typer.Option(help="threads reading images [4]")] = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write the curated records as a Hugging Face dataset folder (or LLaMA-Factory's layout)."""
+    from cotforge.export import run_export
+    from cotforge.report_tables import summary_table
+    from cotforge.store import Store
+
+    flags = {
+        "out": out,
+        "configs": configs,
+        "format": format_,
+        "review": review,
+        "roots": root or None,
+        "max_shard_size": max_shard_size,
+        "overwrite": overwrite,
+        "push_to_hub": push_to_hub,
+        "private": private,
+        "seed": seed,
+        "eval_source": eval_source,
+        "eval_manifests": eval_manifests,
+        "eval_per_class": eval_per_class,
+        "workers": workers,
+    }
+    options = resolve(ExportOptions, section="export", flags=flags, config_file=config)
+    path = _global(store, config).store
+    if not path.exists():
+        msg = f"store {path} does not exist; run `cotforge generate` first or pass --store PATH"
+        raise CotforgeError(msg)
+    with Store.open(path) as db:
+        summary = run_export(db, options, console=console)
+    for note in summary.notes:
+        console.print(note, highlight=False)
+    console.print(summary_table(f"export {summary.run_id}", summary.rows()))
 
 
 @app.command("report")

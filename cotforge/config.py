@@ -17,6 +17,7 @@ value came from, before any work starts.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -375,4 +376,118 @@ class GenerateOptions(PlanOptions, TeacherOptions):
     def _split_classes(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+EXPORT_CONFIGS = ("sft", "tapo", "eval")
+"""The configs ``cotforge export`` writes, in the order it writes them."""
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_SIZE_UNITS |= {f"{unit[0]}ib": 1024 ** (n + 1) for n, unit in enumerate(("kb", "mb", "gb", "tb"))}
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes in a size written ``500MB``, ``1.5GB``, ``64MiB`` or a plain number of bytes
+    (MB = 10**6 bytes, as ``datasets`` counts shard sizes; MiB = 2**20).
+
+    >>> parse_size("500MB"), parse_size("64MiB"), parse_size(1000)
+    (500000000, 67108864, 1000)
+    """
+    if isinstance(value, int):
+        return value
+    found = _SIZE.match(value)
+    if not found:
+        msg = f"{value!r} is not a size; write it like 500MB, 1GB or 64MiB"
+        raise ValueError(msg)
+    return int(float(found[1]) * _SIZE_UNITS[(found[2] or "b").lower()])
+
+
+class ExportOptions(Options):
+    """Options of ``cotforge export``."""
+
+    out: Path = Field(..., description="folder to write the dataset into")
+    configs: list[Literal["sft", "tapo", "eval"]] = Field(
+        default_factory=lambda: list(EXPORT_CONFIGS),
+        description="configs to write: sft, tapo, eval or all (comma-separated on the CLI)",
+    )
+    format: Literal["hf", "llamafactory"] = Field(
+        "hf",
+        description="'hf': Hugging Face parquet shards + dataset card; 'llamafactory': the sft "
+        "config as LLaMA-Factory sharegpt JSON + dataset_info.json with image files",
+    )
+    review: Literal["ignore", "respect", "require"] = Field(
+        "respect",
+        description="human reviews: 'ignore' them, 'respect' rejections and edits, or "
+        "'require' an accepting review",
+    )
+    roots: dict[str, Path] = Field(
+        default_factory=dict,
+        description="dataset folders (NAME=PATH, or a bare PATH for every dataset) when not "
+        "where the latest plan found them",
+    )
+    max_shard_size: int = Field(
+        500 * 10**6, ge=1, description="largest parquet shard, in bytes (500MB, 1GB, ...)"
+    )
+    overwrite: bool = Field(False, description="replace an earlier export in --out")
+    push_to_hub: str | None = Field(None, description="also upload the folder to ORG/NAME")
+    private: bool = Field(False, description="create the Hub repository as private")
+    seed: int = Field(0, description="seed of the eval options' order")
+    eval_source: Literal["test", "paper"] = Field(
+        "test",
+        description="eval rows from the dataset's test images ('test') or from Fine-R1's "
+        "manifests ('paper')",
+    )
+    eval_manifests: Path | None = Field(
+        None, description="folder of the paper's eval manifests (default: the shipped copy)"
+    )
+    eval_per_class: int | None = Field(None, ge=1, description="eval images per class (all)")
+    license: str = Field("other", description="license identifier written in the dataset card")
+    prompts_dir: Path | None = Field(None, description="folder holding the system prompt")
+    workers: int = Field(4, ge=1, description="threads reading and encoding images")
+
+    @field_validator("configs", mode="before")
+    @classmethod
+    def _expand_all(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list) and "all" in value:
+            return list(EXPORT_CONFIGS)
+        return value
+
+    @field_validator("configs")
+    @classmethod
+    def _ordered(cls, value: list[str]) -> list[str]:
+        if not value:
+            msg = f"name at least one config: {', '.join(EXPORT_CONFIGS)} or all"
+            raise ValueError(msg)
+        return [name for name in EXPORT_CONFIGS if name in value]
+
+    @field_validator("roots", mode="before")
+    @classmethod
+    def _parse_roots(cls, value: object) -> object:
+        """``NAME=PATH`` items (comma-separated in one string, or a list); a bare ``PATH``
+        is filed under ``*``, the root of every dataset."""
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            roots: dict[str, str] = {}
+            for item in value:
+                name, sep, path = str(item).partition("=")
+                roots[name.strip() if sep else "*"] = path.strip() if sep else name.strip()
+            return roots
+        return value
+
+    @field_validator("max_shard_size", mode="before")
+    @classmethod
+    def _parse_size(cls, value: object) -> object:
+        return parse_size(value) if isinstance(value, str) else value
+
+    @field_validator("push_to_hub")
+    @classmethod
+    def _repo_id(cls, value: str | None) -> str | None:
+        if value is not None and not _REPO_ID.match(value):
+            msg = f"{value!r} is not a Hub repository id; write it as ORG/NAME"
+            raise ValueError(msg)
         return value

@@ -52,3 +52,7 @@ class TeacherUnavailableError(CotforgeError):
 class HubError(CotforgeError):
     """A push to the Hugging Face Hub failed (no or refused token, no write access, no network);
     the message says what to do and never contains the token."""
+
+
+class ExportError(CotforgeError):
+    """Nothing to export, or an output folder the export must not write into."""

@@ -1006,6 +1006,171 @@ class Store:
             params=params,
         ).pl()
 
+    _LATEST_REVIEW = """(
+        SELECT rationale_id, decision, edited_text FROM (
+            SELECT rationale_id, decision, edited_text, row_number() OVER (
+                PARTITION BY rationale_id ORDER BY submitted_at DESC, reviewer DESC) AS n
+            FROM reviews) WHERE n = 1
+    ) v"""
+    """Each rationale's latest review (by submission time, then reviewer), as ``v``."""
+
+    _EXPORT_ORDER = "i.dataset, i.class_index, r.sample_id, r.rationale_id"
+
+    def _curated(self, review: str) -> str:
+        """The FROM/WHERE of the rationales an export takes under review policy ``review``.
+
+        A rationale goes out when every required verdict passed (it has at least one), dedup
+        did not flag it, no newer version of it exists (an edit is a new rationale whose
+        ``parent_id`` names it), its ``sample_id`` is an image, and its latest review allows
+        it: ``ignore`` reads no review; ``respect`` drops a 'reject'; ``require`` keeps only
+        'accept' and 'edit'.
+        """
+        policies = {
+            "ignore": "true",
+            "respect": "v.decision IS DISTINCT FROM 'reject'",
+            "require": "v.decision IN ('accept', 'edit')",
+        }
+        if review not in policies:
+            msg = f"review policy must be one of {', '.join(policies)}; got {review!r}"
+            raise ValueError(msg)
+        return f"""FROM rationales r
+            JOIN (SELECT rationale_id FROM verdicts GROUP BY rationale_id
+                  HAVING bool_and(passed OR NOT required)) passing USING (rationale_id)
+            JOIN images i ON i.image_id = r.sample_id
+            LEFT JOIN {self._LATEST_REVIEW} USING (rationale_id)
+            WHERE NOT EXISTS (SELECT 1 FROM duplicates d
+                              WHERE d.rationale_id = r.rationale_id AND NOT d.kept)
+                AND NOT EXISTS (SELECT 1 FROM rationales c WHERE c.parent_id = r.rationale_id)
+                AND {policies[review]}"""
+
+    def export_rationale_images(self, *, review: str) -> pl.DataFrame:
+        """The rationales an export takes (see :meth:`_curated`) with their image, without
+        their text, in export order (dataset, class, sample, rationale id): what an export
+        checks before it writes, and the order it writes in."""
+        return self._con.sql(
+            "SELECT r.rationale_id, r.sample_id, i.dataset, i.split, i.key, i.class_index "
+            f"{self._curated(review)} ORDER BY {self._EXPORT_ORDER}"
+        ).pl()
+
+    def export_rationales(self, *, review: str, batch_rows: int = 2048) -> Iterator[pl.DataFrame]:
+        """The rationales an export takes (see :meth:`_curated`), in frames of ``batch_rows``,
+        in export order, so every export of a store lists them alike.
+
+        Each row has the rationale's ids, ``text`` (its training text: under ``respect`` and
+        ``require`` a reviewer's edit replaces the original), its request's ``model`` and
+        ``requested_at`` (NULL without a request), its image (``dataset``, ``split``, ``key``,
+        ``class_index``, ``label``, ``class_name``), its planned ``class_split`` (NULL for an
+        unplanned image, e.g. an import) and ``review`` (the latest decision or NULL).
+
+        Only the ids are sorted at once; texts are fetched one batch at a time, since sorting
+        them all made DuckDB hold every text (and run out of its memory at 50k rationales).
+        No result stays open between batches, so other reads may run in between.
+        """
+        ids = self.export_rationale_images(review=review)["rationale_id"]
+        original = "coalesce(r.raw_text, q.response_text)"
+        text = original
+        if review != "ignore":
+            text = f"CASE WHEN v.decision = 'edit' THEN coalesce(v.edited_text, {original}) "
+            text += f"ELSE {original} END"
+        for start in range(0, len(ids), batch_rows):
+            chunk = ids.slice(start, batch_rows)
+            batch = pl.DataFrame({"rationale_id": chunk, "position": range(len(chunk))})
+            self._con.register("_cotforge_batch", batch)
+            try:
+                yield self._con.sql(
+                    "SELECT r.rationale_id, r.sample_id, r.request_id, q.model, "
+                    f"q.created_at AS requested_at, {text} AS text, i.dataset, i.split, i.key, "
+                    "i.class_index, i.label, i.class_name, s.class_split, v.decision AS review "
+                    "FROM _cotforge_batch b JOIN rationales r USING (rationale_id) "
+                    "JOIN images i ON i.image_id = r.sample_id "
+                    "LEFT JOIN requests q USING (request_id) "
+                    "LEFT JOIN samples s ON s.sample_id = r.sample_id "
+                    f"LEFT JOIN {self._LATEST_REVIEW} USING (rationale_id) ORDER BY b.position"
+                ).pl()
+            finally:
+                self._con.unregister("_cotforge_batch")
+
+    def question_answers(self) -> pl.DataFrame:
+        """Every 'questions' request with the dataset its run planned for, oldest first: which
+        paraphrases a rationale's student question was drawn from (generation asks once per
+        dataset and teacher, and reuses a stored answer on reruns)."""
+        return self._con.sql(
+            "SELECT q.request_id, json_extract_string(u.config, '$.dataset') AS dataset, "
+            "q.model, q.status, q.response_text, "
+            "coalesce(q.finished_at, q.created_at) AS answered_at "
+            "FROM requests q JOIN runs u USING (run_id) WHERE q.purpose = 'questions' "
+            "ORDER BY answered_at, q.request_id"
+        ).pl()
+
+    def export_triplets(self) -> pl.DataFrame:
+        """Every planned triplet with its anchor's class and the three images' split and key,
+        ordered by dataset, class and anchor id."""
+        return self._con.sql(
+            """SELECT t.anchor_id, s.dataset, s.class_index, s.label, s.class_name, s.class_split,
+                a.split AS anchor_split, a.key AS anchor_key,
+                p.split AS positive_split, p.key AS positive_key,
+                n.split AS negative_split, n.key AS negative_key,
+                t.negative_class_index, t.strategy
+            FROM triplets t JOIN samples s ON s.sample_id = t.anchor_id
+            JOIN images a ON a.image_id = t.anchor_id
+            JOIN images p ON p.image_id = t.positive_id
+            JOIN images n ON n.image_id = t.negative_id
+            ORDER BY s.dataset, s.class_index, t.anchor_id"""
+        ).pl()
+
+    def latest_import_root(self, dataset: str) -> str | None:
+        """The folder the dataset's latest import resolved its image paths against (imported
+        images' keys are relative to it, not to the dataset's official root)."""
+        rows = self._con.execute(
+            "SELECT json_extract_string(config, '$.resolved_image_root') FROM runs u "
+            "WHERE kind = 'import' AND status = 'ok' AND EXISTS (SELECT 1 FROM rationales x "
+            "JOIN images i ON i.image_id = x.sample_id WHERE x.run_id = u.run_id "
+            "AND i.dataset = ?) ORDER BY started_at DESC, run_id DESC LIMIT 1",
+            [dataset],
+        ).fetchall()
+        return rows[0][0] if rows and rows[0][0] else None
+
+    def image_datasets(self) -> list[str]:
+        """The datasets the store has images of, by name."""
+        rows = self._con.execute("SELECT DISTINCT dataset FROM images ORDER BY dataset").fetchall()
+        return [row[0] for row in rows]
+
+    def verdict_rates(self) -> pl.DataFrame:
+        """Per check: rationales checked, passed, and how many verdicts counted it required."""
+        return self._con.sql(
+            "SELECT check_name, count(*) AS checked, count(*) FILTER (WHERE passed) AS passed, "
+            "count(*) FILTER (WHERE required) AS required FROM verdicts "
+            "GROUP BY check_name ORDER BY check_name"
+        ).pl()
+
+    def latest_run_config(self, kind: str) -> dict[str, Any] | None:
+        """The options of the most recent finished (ok) run of ``kind``, or None."""
+        rows = self._con.execute(
+            "SELECT config FROM runs WHERE kind = ? AND status = 'ok' "
+            "ORDER BY started_at DESC, run_id DESC LIMIT 1",
+            [kind],
+        ).fetchall()
+        return json.loads(rows[0][0]) if rows else None
+
+    def prompt_versions(self, sample_ids: Sequence[str]) -> pl.DataFrame:
+        """(purpose, model, prompt_hash, requests) of the answered requests about
+        ``sample_ids`` and of the 'questions' requests of the teachers that wrote their
+        rationales: the teachers and prompt versions behind a set of records."""
+        ids = pl.DataFrame({"sample_id": list(sample_ids)}, schema={"sample_id": pl.String})
+        self._con.register("_cotforge_samples", ids)
+        try:
+            return self._con.sql(
+                """SELECT purpose, model, prompt_hash, count(*) AS requests FROM requests q
+                WHERE q.status = 'ok' AND (
+                    q.sample_id IN (SELECT sample_id FROM _cotforge_samples)
+                    OR (q.purpose = 'questions' AND q.model IN (
+                        SELECT model FROM requests WHERE purpose = 'rationale'
+                        AND sample_id IN (SELECT sample_id FROM _cotforge_samples))))
+                GROUP BY ALL ORDER BY purpose, model, prompt_hash"""
+            ).pl()
+        finally:
+            self._con.unregister("_cotforge_samples")
+
     def stats(self) -> dict[str, Any]:
         """Counts for ``cotforge stats``: what is planned, asked, accepted, failed, reviewed.
 
