@@ -195,6 +195,7 @@ class ClassMatcher:
         self._index = _phrase_index(self._by_phrase)
         self._base_index = _phrase_index(self._by_base)
         self._classes = frozenset(annotations.classes)
+        self._ids = frozenset(map(id, annotations.classes))
         self._year_suffixed = all(_TRAILING_YEAR.search(info.name) for info in annotations.classes)
 
     def _add(self, phrase: _Phrase, info: ClassInfo) -> None:
@@ -223,7 +224,8 @@ class ClassMatcher:
         return self._year_suffixed
 
     def __contains__(self, info: object) -> bool:
-        return info in self._classes
+        # By identity first: a ClassInfo hashes all its fields, in Python, on every call.
+        return id(info) in self._ids or info in self._classes
 
     def find(self, text: str | None) -> list[ClassInfo]:
         """Every class the text names, each once, in order of first mention.

@@ -186,14 +186,31 @@ def _stated(r: Rationale) -> list[tuple[str, str]]:
     and they must agree); else the prediction stage itself (a tagged response without an
     ``<answer>``). An empty ``<answer>`` counts, so it fails as empty rather than vanishing.
     """
-    stated = [
-        (label, text)
-        for label, text in (("answer", r.answer), ("prediction line", r.prediction_line))
-        if text is not None
-    ]
+    stated = []
+    if r.answer is not None:
+        stated.append(("answer", r.answer))
+    if r.prediction_line is not None:
+        stated.append(("prediction line", r.prediction_line))
     if not stated and r.prediction:
         stated.append(("prediction", r.prediction))
     return stated
+
+
+class _Classes:
+    """What the class checks of one rationale look up: its stated predictions and the classes
+    each candidate names. :func:`verify_rationale` builds it once for the three checks, which
+    would otherwise each look up every candidate again."""
+
+    def __init__(self, r: Rationale, matcher: ClassMatcher, allow_missing_year: bool) -> None:
+        self.r = r
+        self.matcher = matcher
+        self.allow_missing_year = allow_missing_year
+        self.stated = _stated(r)
+        self.named = [_named(name, matcher, allow_missing_year) for name in r.candidates]
+
+    def name_truth(self, truth: ClassInfo) -> bool:
+        """Whether some candidate names ``truth``."""
+        return any(truth in named for named in self.named)
 
 
 def correct(
@@ -212,24 +229,21 @@ def correct(
     >>> correct(r, truth=m.annotations.by_name["Abyssinian"], matcher=m).reason
     "answer 'Bengal': names Bengal, not the true Abyssinian"
     """
-    stated = _stated(r)
-    if not stated:
+    return _correct(_Classes(r, matcher, allow_missing_year), truth)
+
+
+def _correct(c: _Classes, truth: ClassInfo) -> CheckResult:
+    if not c.stated:
         return CheckResult("correct", False, "no <answer>, prediction line or prediction stage")
-    for label, text in stated:
-        verdict = _score(text, truth, matcher, allow_missing_year)
+    for label, text in c.stated:
+        verdict = _score(text, truth, c.matcher, c.allow_missing_year)
         if not verdict.correct:
             return CheckResult("correct", False, f"{label} {_quote(text)}: {verdict.reason}")
-    labels = " and ".join(label for label, _ in stated)
+    labels = " and ".join(label for label, _ in c.stated)
     return CheckResult("correct", True, f"{labels} name the true class {truth.name}")
 
 
-def _names_truth(
-    text: str, truth: ClassInfo, matcher: ClassMatcher, allow_missing_year: bool
-) -> bool:
-    return truth in _named(text, matcher, allow_missing_year)
-
-
-def _among(text: str, r: Rationale, keys: Sequence[str], matcher: ClassMatcher) -> bool:
+def _among(text: str, c: _Classes, keys: Sequence[str]) -> bool:
     """Whether a stated prediction is one of the candidates: one contains the other as whole
     words after normalising ("Bengal" and "Bengal Cat"; "The aircraft is a Bombardier CRJ-200."
     and "Bombardier CRJ-200"), or both name the same single class of the dataset."""
@@ -238,8 +252,12 @@ def _among(text: str, r: Rationale, keys: Sequence[str], matcher: ClassMatcher) 
         key and (f" {key} " in padded or padded in f" {key} ") for key in keys
     ):
         return True
-    named = _named(text, matcher, False)
-    return len(named) == 1 and any(named[0] in _named(c, matcher, False) for c in r.candidates)
+    named = _named(text, c.matcher, False)
+    if len(named) != 1:
+        return False
+    if not c.allow_missing_year:
+        return any(named[0] in names for names in c.named)
+    return any(named[0] in _named(name, c.matcher, False) for name in c.r.candidates)
 
 
 def candidates(
@@ -256,7 +274,11 @@ def candidates(
     >>> candidates(r, truth=m.annotations.by_name["Bengal"], matcher=m).reason
     '2 distinct candidates, the true class Bengal and the prediction among them'
     """
-    names = r.candidates
+    return _candidates(_Classes(r, matcher, allow_missing_year), truth)
+
+
+def _candidates(c: _Classes, truth: ClassInfo) -> CheckResult:
+    names = c.r.candidates
     if not 2 <= len(names) <= 4:
         return CheckResult(
             "candidates", False, f"{len(names)} candidates ({_names(names)}); 2 to 4 wanted"
@@ -268,11 +290,11 @@ def candidates(
             reason = f"{_quote(seen[key])} and {_quote(name)} are the same candidate"
             return CheckResult("candidates", False, reason)
         seen[key] = name
-    if not any(_names_truth(name, truth, matcher, allow_missing_year) for name in names):
+    if not c.name_truth(truth):
         reason = f"the true class {truth.name} is not among the candidates ({_names(names)})"
         return CheckResult("candidates", False, reason)
-    for label, text in _stated(r):
-        if not _among(text, r, keys, matcher):
+    for label, text in c.stated:
+        if not _among(text, c, keys):
             reason = f"{label} {_quote(text)} is not among the candidates ({_names(names)})"
             return CheckResult("candidates", False, reason)
     return CheckResult(
@@ -297,13 +319,17 @@ def super_category(
     >>> super_category(r, truth=m.annotations.by_name["Bengal"], matcher=m).reason
     "the true class Bengal is a known pets class; 1 of 2 candidates known; unknown: 'Toyger'"
     """
-    dataset = matcher.annotations.name
-    unknown = [name for name in r.candidates if not _named(name, matcher, allow_missing_year)]
-    known = len(r.candidates) - len(unknown)
-    counts = f"{known} of {len(r.candidates)} candidates known"
+    return _super_category(_Classes(r, matcher, allow_missing_year), truth)
+
+
+def _super_category(c: _Classes, truth: ClassInfo) -> CheckResult:
+    dataset = c.matcher.annotations.name
+    names = c.r.candidates
+    unknown = [name for name, named in zip(names, c.named, strict=True) if not named]
+    counts = f"{len(names) - len(unknown)} of {len(names)} candidates known"
     if unknown:
         counts += f"; unknown: {_names(unknown)}"
-    if not any(_names_truth(name, truth, matcher, allow_missing_year) for name in r.candidates):
+    if not c.name_truth(truth):
         reason = f"no candidate names the true class {truth.name} as a {dataset} class; {counts}"
         return CheckResult("super_category", False, reason)
     return CheckResult(
@@ -634,12 +660,12 @@ def verify_rationale(
         )
         raise ValueError(msg)
     o = options or _DEFAULTS
-    allow = o.allow_missing_year
+    classes = _Classes(rationale, matcher, o.allow_missing_year)
     return [
         structure(rationale),
-        correct(rationale, truth=truth, matcher=matcher, allow_missing_year=allow),
-        candidates(rationale, truth=truth, matcher=matcher, allow_missing_year=allow),
-        super_category(rationale, truth=truth, matcher=matcher, allow_missing_year=allow),
+        _correct(classes, truth),
+        _candidates(classes, truth),
+        _super_category(classes, truth),
         *_text_checks(rationale, o),
     ]
 
@@ -657,7 +683,7 @@ def accepted(results: Sequence[CheckResult], options: VerifyOptions | None = Non
     """Whether every required check is among ``results`` and passed (a required check that did
     not run is not passed)."""
     passed = {result.name for result in results if result.passed}
-    return all(name in passed for name in (options or _DEFAULTS).required)
+    return passed.issuperset((options or _DEFAULTS).required)
 
 
 # --- the store -------------------------------------------------------------------------------

@@ -225,6 +225,18 @@ def test_score_refuses_a_truth_from_another_dataset() -> None:
         score("Chihuahua", other, ClassMatcher.for_dataset("pets"))
 
 
+def test_a_class_is_in_its_matcher_by_equality_not_only_identity() -> None:
+    matcher = ClassMatcher.for_dataset("pets")
+    bengal = matcher.annotations.by_name["Bengal"]
+    copy = dataclasses.replace(bengal)
+    assert copy is not bengal
+    assert bengal in matcher
+    assert copy in matcher
+    assert check("pets", "Bengal", "Bengal") == score("Bengal", copy, matcher)
+    assert dataclasses.replace(bengal, name="Bengal Tiger") not in matcher
+    assert load_annotations("dogs").by_name["Chihuahua"] not in matcher
+
+
 def test_score_is_frozen() -> None:
     verdict = check("pets", "Bengal", "Bengal")
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -579,6 +579,39 @@ def test_check_functions_take_their_own_inputs() -> None:
     assert length(r).passed
 
 
+@pytest.mark.parametrize("allow_missing_year", [False, True])
+def test_verify_rationale_agrees_with_the_check_functions(
+    record: Record, allow_missing_year: bool
+) -> None:
+    """verify_rationale looks up the candidates once for the three class checks; each check
+    called alone must say the same, on passing and on failing rationales."""
+    r = record.rationale
+    no_year = [re.sub(r"\s*\(?(?:19|20)\d\d\)?", "", name) for name in r.candidates]
+    texts = [
+        record.text,
+        tagged(r, options=", ".join(no_year)),
+        tagged(r, options=", ".join(r.candidates[1:])),
+        swap_answer(record.text, record.other_class().name),
+    ]
+    options = VerifyOptions(allow_missing_year=allow_missing_year)
+    for text in texts:
+        parsed = parse(text)
+        together = {
+            c.name: c
+            for c in verify_rationale(
+                parsed, truth=record.truth, matcher=record.matcher, options=options
+            )
+        }
+        for check in (correct, candidates, super_category):
+            alone = check(
+                parsed,
+                truth=record.truth,
+                matcher=record.matcher,
+                allow_missing_year=allow_missing_year,
+            )
+            assert together[alone.name] == alone
+
+
 def test_docstring_examples_run() -> None:
     outcome = doctest.testmod(verify)
     assert outcome.attempted >= 8 and outcome.failed == 0
