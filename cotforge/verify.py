@@ -398,10 +398,13 @@ class _Phrase:
 
     @classmethod
     def build(cls, source: str, before: str | None = None, *, word_start: bool = True) -> _Phrase:
-        anchor = re.match(r"[a-z]*", source)
+        letters = re.match(r"[a-z]*", source)
+        anchor = letters.group() if letters else ""
+        if source[len(anchor) : len(anchor) + 1] in ("?", "*", "{"):
+            anchor = anchor[:-1]  # "labell?ed": the second "l" is optional, the anchor "label"
         return cls(
             re.compile(source),
-            anchor.group() if anchor else "",
+            anchor,
             re.compile(before) if before else None,
             word_start,
         )

@@ -380,6 +380,7 @@ LEAKS = [
     "The provided label confirms it.",
     "The correct answer is this one.",
     "It is labelled as this class.",
+    "The bird, labeled as a Bank Swallow, has a brown band.",
     "As mentioned in the question, this is the species.",
     "The prompt says which class it is.",
 ]
