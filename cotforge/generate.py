@@ -39,6 +39,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cotforge import concepts as concept_lib
+from cotforge.calls import request_row
 from cotforge.data.base import ImageRecord
 from cotforge.data.confusion import get_strategy
 from cotforge.errors import ConfigError
@@ -693,25 +694,17 @@ class Generation:
         response: TeacherResponse,
         attempt: int,
     ) -> dict[str, Any]:
-        return {
-            "request_id": request.request_id,
-            "run_id": self.summary.run_id,
-            "sample_id": sample_id,
-            "purpose": purpose,
-            "model": self.teacher.name,
-            "prompt_hash": self.prompts[purpose].digest,
-            "attempt": attempt,
-            "params": request.params(),
-            "status": "ok" if response.ok else "error",
-            "response_text": response.text if response.ok else None,
-            "error": response.error,
-            "latency_s": response.latency_s,
-            "prompt_tokens": response.prompt_tokens,
-            "completion_tokens": response.completion_tokens,
-            "cost_usd": self._cost(response),
-            "retry_log": list(response.retry_log),
-            "finish_reason": response.finish_reason,
-        }
+        return request_row(
+            request,
+            response,
+            run_id=self.summary.run_id,
+            sample_id=sample_id,
+            purpose=purpose,
+            model=self.teacher.name,
+            prompt_hash=self.prompts[purpose].digest,
+            attempt=attempt,
+            cost_usd=self._cost(response),
+        )
 
     # -- progress --------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.progress import Progress
 
+from cotforge.calls import request_row
 from cotforge.data.annotations import load_annotations
 from cotforge.data.base import ImageRecord
 from cotforge.data.registry import get_source
@@ -242,29 +243,14 @@ class _JudgeRun:
         }
         with self.store.transaction():
             if response is not None and request is not None:
-                self.store.add_request_results(
-                    [self._request_row(request, sample_id, response)], []
+                row = request_row(
+                    request,
+                    response,
+                    run_id=self.run_id,
+                    sample_id=sample_id,
+                    purpose="judge",
+                    model=self.model,
+                    prompt_hash=self.prompt.digest,
                 )
+                self.store.add_request_results([row], [])
             self.store.upsert_verdicts([verdict])
-
-    def _request_row(
-        self, request: TeacherRequest, sample_id: str | None, response: TeacherResponse
-    ) -> dict[str, Any]:
-        return {
-            "request_id": request.request_id,
-            "run_id": self.run_id,
-            "sample_id": sample_id,
-            "purpose": "judge",
-            "model": self.model,
-            "prompt_hash": self.prompt.digest,
-            "attempt": 0,
-            "params": request.params(),
-            "status": "ok" if response.ok else "error",
-            "response_text": response.text if response.ok else None,
-            "error": response.error,
-            "latency_s": response.latency_s,
-            "prompt_tokens": response.prompt_tokens,
-            "completion_tokens": response.completion_tokens,
-            "retry_log": list(response.retry_log),
-            "finish_reason": response.finish_reason,
-        }

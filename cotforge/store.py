@@ -862,14 +862,7 @@ class Store:
         plan = self.latest_plan(dataset)
         if plan and plan.get("root"):
             return str(plan["root"])
-        rows = self._con.execute(
-            "SELECT json_extract_string(config, '$.resolved_image_root') FROM runs u "
-            "WHERE kind = 'import' AND status = 'ok' AND EXISTS (SELECT 1 FROM rationales x "
-            "JOIN images i ON i.image_id = x.sample_id WHERE x.run_id = u.run_id "
-            "AND i.dataset = ?) ORDER BY started_at DESC, run_id DESC LIMIT 1",
-            [dataset],
-        ).fetchall()
-        return rows[0][0] if rows and rows[0][0] else None
+        return self.latest_import_root(dataset)
 
     def request_results(self, *, where: Mapping[str, Any] | None = None) -> pl.DataFrame:
         """Rationales joined with the request that produced them, filtered on request columns.
