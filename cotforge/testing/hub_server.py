@@ -53,6 +53,8 @@ from urllib.parse import unquote
 import yaml
 from aiohttp import web
 
+from cotforge.testing._threaded import ThreadedServer
+
 REPO_TYPES = ("model", "dataset", "space")
 _URL_PREFIX = {"dataset": "datasets/", "space": "spaces/", "model": ""}
 _API_SEGMENT = {"datasets": "dataset", "spaces": "space", "models": "model"}
@@ -168,12 +170,14 @@ class _Fault:
     status: int
 
 
-class HubServer:
+class HubServer(ThreadedServer):
     """The Hub stand-in; see the module docstring.
 
     ``token`` is the one valid write token, owned by ``user``, who may write into the namespaces
     ``user`` and ``orgs``; ``token=None`` makes every write refused. Anyone may read public repos.
     """
+
+    thread_name = "hub-server"
 
     def __init__(
         self,
@@ -197,8 +201,6 @@ class HubServer:
         self._received: list[ReceivedRequest] = []
         self._faults: list[_Fault] = []
         self._signing_key = secrets.token_bytes(32)
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
 
     # -- state and inspection (any thread) ---------------------------------------------------------
@@ -279,54 +281,6 @@ class HubServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    def start(self) -> HubServer:
-        """Serve from a daemon thread with its own event loop; returns once it listens."""
-        if self._thread is not None:
-            msg = "the server is already running"
-            raise RuntimeError(msg)
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            self._loop = loop
-            try:
-                loop.run_until_complete(self.start_async())
-            except BaseException as err:  # reported to start()'s caller below
-                failure.append(err)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self.stop_async())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name="hub-server", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            self._thread.join()
-            self._thread = None
-            raise failure[0]
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and join the thread."""
-        if self._thread is None or self._loop is None:
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._thread = None
-        self._loop = None
-
-    def __enter__(self) -> HubServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # -- plumbing ---------------------------------------------------------------------------------
 

@@ -40,6 +40,8 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from cotforge.testing._threaded import ThreadedServer
+
 FaultKind = Literal[
     "rate_limit",
     "server_error",
@@ -147,7 +149,7 @@ class _State:
     max_in_flight: int = 0
 
 
-class ScriptedServer:
+class ScriptedServer(ThreadedServer):
     """The scripted server; see the module docstring.
 
     ``responder`` maps a request body to the answer text; ``latency_s`` delays every answer;
@@ -157,6 +159,8 @@ class ScriptedServer:
     client never passes that on; ``fault_for`` is called on each chat request once the script is
     spent; ``record=False`` keeps no request records (for long benchmark runs).
     """
+
+    thread_name = "scripted-openai-server"
 
     def __init__(
         self,
@@ -185,8 +189,6 @@ class ScriptedServer:
         self.host = host
         self._port = port
         self._state = _State()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
 
     # -- scripting and inspection (any thread) -------------------------------------------------
@@ -255,58 +257,6 @@ class ScriptedServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    def start(self) -> ScriptedServer:
-        """Serve from a daemon thread with its own event loop; returns once it listens."""
-        if self._thread is not None:
-            msg = "the server is already running"
-            raise RuntimeError(msg)
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            self._loop = loop
-            try:
-                loop.run_until_complete(self.start_async())
-            except BaseException as err:  # reported to start()'s caller below
-                failure.append(err)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self.stop_async())
-            leftovers = asyncio.all_tasks(loop)
-            for task in leftovers:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name="scripted-openai-server", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            self._thread.join()
-            self._thread = None
-            raise failure[0]
-        return self
-
-    def stop(self) -> None:
-        """Stop serving (hanging requests are cut off) and join the thread."""
-        if self._thread is None or self._loop is None:
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._thread = None
-        self._loop = None
-
-    def __enter__(self) -> ScriptedServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # -- handlers --------------------------------------------------------------------------------
 
