@@ -491,3 +491,126 @@ class ExportOptions(Options):
             msg = f"{value!r} is not a Hub repository id; write it as ORG/NAME"
             raise ValueError(msg)
         return value
+
+
+class ReviewOptions(Options):
+    """Options of ``cotforge review push / pull / status`` (Argilla 2.8).
+
+    The server and key come from here or from Argilla's own ``ARGILLA_API_URL`` and
+    ``ARGILLA_API_KEY``; the key is never written to the store, logs or runs.
+    """
+
+    api_url: str | None = Field(None, description="Argilla server URL [env ARGILLA_API_URL]")
+    api_key: str | None = Field(
+        None, repr=False, description="Argilla API key [env ARGILLA_API_KEY]; never stored"
+    )
+    workspace: str = Field("cotforge", min_length=1, description="Argilla workspace")
+    dataset_name: str = Field("cotforge-review", min_length=1, description="Argilla dataset")
+    only: Literal["accepted", "failed", "all"] = Field(
+        "accepted",
+        description="push rationales that passed verification and dedup, that failed, or all",
+    )
+    run_id: str | None = Field(None, description="push only the rationales this run wrote")
+    batch_size: int = Field(
+        200, ge=1, le=500, description="records per request; the unit a dropped push resumes at"
+    )
+    image_side: int = Field(512, ge=32, description="longer image side sent, in pixels")
+    reviewers_per_record: int = Field(
+        1, ge=1, description="submitted reviews a record needs before Argilla calls it complete"
+    )
+    policy: Literal["majority", "any_reject"] = Field(
+        "majority",
+        description="how several reviewers' decisions become one: 'majority' (a tie goes to "
+        "the stricter), or 'any_reject' (one rejection rejects, else one edit edits)",
+    )
+    roots: dict[str, Path] = Field(
+        default_factory=dict,
+        description="dataset folders (NAME=PATH) when not where the latest plan found them",
+    )
+    timeout_s: float = Field(60.0, gt=0, description="per-request timeout in seconds")
+
+    @field_validator("roots", mode="before")
+    @classmethod
+    def _parse_roots(cls, value: object) -> object:
+        """``NAME=PATH`` items, as ``cotforge export --root`` takes them."""
+        return ExportOptions._parse_roots(value)
+
+
+class EvalOptions(Options):
+    """Options of ``cotforge eval`` and ``trainers.evaluate``.
+
+    Greedy decoding by default (temperature 0), as the paper evaluates: trials then differ only
+    in the closed-world option order (trial ``t`` shuffles with ``seed + t``), and an open-world
+    question is asked once and counted for every trial. With a temperature, each trial samples
+    anew.
+    """
+
+    model: str = Field(
+        ...,
+        description="openai:NAME@URL (a server), local:PATH (transformers, in process) or "
+        "clip:PATH (CLIP/SigLIP zero-shot on the closed-world options)",
+    )
+    datasets: list[str] = Field(
+        default_factory=lambda: ["all"], description="datasets (comma-separated) or all"
+    )
+    mode: Literal["closed", "open", "both"] = Field("both", description="closed, open or both")
+    source: Literal["paper", "test", "export"] | None = Field(
+        None,
+        description="questions from Fine-R1's manifests ('paper'), the datasets' test images "
+        "('test', as `cotforge export` writes them) or an export's eval config ('export'); "
+        "default: export when --export is given, else paper",
+    )
+    data_root: Path | None = Field(
+        None, description="folder holding the datasets in their official layouts"
+    )
+    manifests: Path | None = Field(
+        None, description="folder of Fine-R1's eval manifests (default: the shipped copy)"
+    )
+    export: Path | None = Field(None, description="an exported dataset folder with an eval config")
+    trials: int = Field(3, ge=1, le=100, description="trials averaged (mean and std)")
+    seed: int = Field(0, description="seed of the option order of trial 0")
+    prompt: Literal["fine-r1", "answer-only"] = Field(
+        "fine-r1",
+        description="'fine-r1': the paper's reasoning prompt; 'answer-only': ask for the name "
+        "alone (for baselines not trained to reason)",
+    )
+    text_encoder: str = Field(
+        "minilm", description="SS_rel text encoder: minilm, or hf:PATH (a CLIP/SigLIP text tower)"
+    )
+    per_class: int | None = Field(
+        None, ge=1, description="at most this many images per class (quick runs)"
+    )
+    split_mode: Literal["paper", "random"] = Field(
+        "paper", description="--source test: the seen/unseen split (as the plan used)"
+    )
+    unseen_fraction: float = Field(0.4, gt=0.0, lt=1.0, description="random split: unseen share")
+    split_seed: int = Field(0, description="random split: its seed")
+    max_tokens: int = Field(2048, ge=1, description="longest answer, in tokens")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0: greedy decoding")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling (temperature > 0)")
+    concurrency: int = Field(64, ge=1, description="server: requests in flight at once")
+    timeout_s: float = Field(300.0, gt=0, description="server: per-request timeout in seconds")
+    max_retries: int = Field(6, ge=0, description="server: retries on transient faults")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="environment variable holding the API key (never stored)"
+    )
+    max_image_side: int = Field(1024, ge=32, description="longer image side sent, in pixels")
+    batch_size: int = Field(8, ge=1, description="local and clip models: images per batch")
+    out: Path | None = Field(None, description="write <run id>.json and .md results here")
+    paper_model: str | None = Field(
+        None, description="the paper's row to show beside the results (default: from --model)"
+    )
+
+    @field_validator("datasets", mode="before")
+    @classmethod
+    def _split_datasets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def rows(self) -> Literal["paper", "test", "export"]:
+        """Where the questions come from, the default resolved."""
+        if self.source is not None:
+            return self.source
+        return "export" if self.export is not None else "paper"

@@ -56,3 +56,9 @@ class HubError(CotforgeError):
 
 class ExportError(CotforgeError):
     """Nothing to export, or an output folder the export must not write into."""
+
+
+class ReviewError(CotforgeError):
+    """Human review in Argilla failed: no server or server environment, a refused API key, a
+    dataset that does not match, or a server that stopped mid-way; the message says what to do
+    and never contains the key."""

@@ -198,7 +198,61 @@ _SCHEMA_V3 = [
     "ALTER TABLE requests ADD COLUMN finish_reason VARCHAR",
 ]
 
-MIGRATIONS: list[tuple[int, list[str]]] = [(1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3)]
+_SCHEMA_V4 = [
+    # Which rationale went to which Argilla dataset ("workspace/name"), with a hash of what was
+    # sent: a second push sends only what changed, and a push the server dropped resumes after
+    # the last batch it confirmed.
+    """CREATE TABLE review_pushes (
+        rationale_id VARCHAR NOT NULL,
+        dataset_name VARCHAR NOT NULL,
+        content_hash VARCHAR NOT NULL,
+        run_id VARCHAR NOT NULL,
+        pushed_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (rationale_id, dataset_name)
+    )""",
+]
+
+_SCHEMA_V5 = [
+    # One scored answer of an evaluated model (cotforge.eval): which question it answered
+    # (image, mode, option order, trial), what it said and how it scored. raw_output is NULL
+    # when the eval request holds the text (request_id); a zero-shot CLIP prediction has no
+    # request and keeps its option scores here. Open-world greedy trials share one request.
+    """CREATE TABLE predictions (
+        prediction_id VARCHAR PRIMARY KEY,
+        run_id VARCHAR NOT NULL,
+        request_id VARCHAR,
+        model VARCHAR NOT NULL,
+        dataset VARCHAR NOT NULL,
+        image_id VARCHAR NOT NULL,
+        class_split VARCHAR NOT NULL,
+        mode VARCHAR NOT NULL,
+        rows_source VARCHAR NOT NULL,
+        option_order VARCHAR,
+        trial INTEGER NOT NULL,
+        prompt_style VARCHAR NOT NULL,
+        prompt_hash VARCHAR NOT NULL,
+        prompt VARCHAR NOT NULL,
+        options VARCHAR[],
+        ground_truth VARCHAR NOT NULL,
+        raw_output VARCHAR,
+        parsed_answer VARCHAR,
+        correct BOOLEAN NOT NULL,
+        text_inclusion BOOLEAN NOT NULL,
+        ss_rel DOUBLE,
+        text_encoder VARCHAR,
+        named VARCHAR[],
+        reason VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    )""",
+]
+
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (1, _SCHEMA_V1),
+    (2, _SCHEMA_V2),
+    (3, _SCHEMA_V3),
+    (4, _SCHEMA_V4),
+    (5, _SCHEMA_V5),
+]
 """Ordered (version, statements); opening a store applies those above its version."""
 
 RUN_KINDS = ("plan", "generate", "import", "verify", "dedup", "review", "export", "eval")
@@ -213,6 +267,7 @@ _CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "samples": {"class_split": ("seen", "unseen")},
     "requests": {"purpose": REQUEST_PURPOSES, "status": REQUEST_STATUSES},
     "duplicates": {"kind": DUPLICATE_KINDS},
+    "predictions": {"class_split": ("seen", "unseen"), "mode": ("closed", "open")},
 }
 
 # A key that names a credential, anywhere in a JSON value; "max_tokens" does not match.
@@ -701,6 +756,29 @@ class Store:
         """Record human reviews; a reviewer's newer decision on a rationale replaces the older."""
         return self._insert("reviews", rows, key=("rationale_id", "reviewer"), on_conflict="update")
 
+    def record_review_pushes(self, rows: Rows) -> int:
+        """Record rationales an Argilla dataset confirmed; a re-push replaces the hash."""
+        return self._insert(
+            "review_pushes", rows, key=("rationale_id", "dataset_name"), on_conflict="update"
+        )
+
+    def forget_review_pushes(self, dataset_name: str, rationale_ids: Sequence[str]) -> int:
+        """Forget pushes of records no longer in the dataset (deleted in the UI), so the next
+        push sends them again; their reviews stay."""
+        if not rationale_ids:
+            return 0
+        ids = pl.DataFrame({"rationale_id": list(rationale_ids)}, schema={"rationale_id": pl.Utf8})
+        with self.transaction():
+            self._con.register("_cotforge_forget", ids)
+            try:
+                return self._con.execute(
+                    "DELETE FROM review_pushes WHERE dataset_name = ? AND rationale_id IN "
+                    "(SELECT rationale_id FROM _cotforge_forget)",
+                    [dataset_name],
+                ).fetchall()[0][0]
+            finally:
+                self._con.unregister("_cotforge_forget")
+
     def add_exports(self, rows: Rows) -> int:
         """Record which rationale went into which shard row; an existing row is kept."""
         return self._insert(
@@ -709,6 +787,18 @@ class Store:
             key=("export_id", "config", "split", "shard", "row_index"),
             on_conflict="ignore",
         )
+
+    def add_eval_results(self, requests: Rows, predictions: Rows) -> tuple[int, int]:
+        """Record finished eval calls and the predictions scored from them in ONE transaction,
+        so a kill never leaves an answered request without its predictions or the reverse.
+        A prediction already stored keeps its row (the same id means the same question asked
+        of the same model, scored the same way)."""
+        with self.transaction():
+            n_requests = self.upsert_requests(requests) if len(requests) else 0
+            n_predictions = self._insert(
+                "predictions", predictions, key=("prediction_id",), on_conflict="ignore"
+            )
+        return n_requests, n_predictions
 
     # ------------------------------------------------------------------------------------------
     # Readers
@@ -790,6 +880,23 @@ class Store:
         finally:
             self._con.unregister("_cotforge_ids")
         return dict(rows)
+
+    def predictions(self, prediction_ids: Sequence[str]) -> pl.DataFrame:
+        """The stored predictions among ``prediction_ids``, ``raw_output`` filled from the
+        request when the prediction does not hold it, in prediction id order: an evaluation
+        reads back exactly its own questions, whichever run answered them."""
+        ids = pl.DataFrame(
+            {"prediction_id": list(prediction_ids)}, schema={"prediction_id": pl.String}
+        )
+        self._con.register("_cotforge_ids", ids.to_arrow())
+        try:
+            return self._con.sql(
+                "SELECT p.* REPLACE (coalesce(p.raw_output, q.response_text) AS raw_output) "
+                "FROM predictions p JOIN _cotforge_ids USING (prediction_id) "
+                "LEFT JOIN requests q USING (request_id) ORDER BY p.prediction_id"
+            ).pl()
+        finally:
+            self._con.unregister("_cotforge_ids")
 
     def planned_samples(self, dataset: str) -> pl.DataFrame:
         """The dataset's planned anchors with their image's split and key, and the negative
@@ -1082,6 +1189,84 @@ class Store:
                 ).pl()
             finally:
                 self._con.unregister("_cotforge_batch")
+
+    def review_candidates(self, *, only: str, run_id: str | None = None) -> pl.DataFrame:
+        """The rationales ``cotforge review push`` offers, newest versions only (an edited
+        one's original is done), in export order, with what a reviewer sees.
+
+        ``only``: 'accepted' (every required verdict passed and dedup did not flag it),
+        'failed' (a required verdict failed) or 'all'; ``run_id`` keeps those its run wrote.
+        Each row has the ids, ``text`` and the parsed stages, the teacher ``model`` and
+        ``requested_at`` (NULL without a request), the image (``dataset``, ``split``, ``key``,
+        ``class_index``, ``class_name``), ``failed`` (required checks failed), ``checks`` (a
+        list of check_name/passed/required/reason) and ``duplicate`` (none, kept, flagged).
+        """
+        filters = {
+            "accepted": "v.rationale_id IS NOT NULL AND len(coalesce(v.failed, [])) = 0 "
+            "AND (d.kept IS NULL OR d.kept)",
+            "failed": "len(coalesce(v.failed, [])) > 0",
+            "all": "true",
+        }
+        if only not in filters:
+            msg = f"only must be one of {', '.join(filters)}; got {only!r}"
+            raise ValueError(msg)
+        run = " AND (q.run_id = $run OR r.run_id = $run)" if run_id is not None else ""
+        return self._con.sql(
+            f"""SELECT r.rationale_id, r.sample_id, r.version,
+                coalesce(r.raw_text, q.response_text) AS text, r.analysis, r.candidates,
+                r.comparison, r.prediction, q.model, q.created_at AS requested_at,
+                i.dataset, i.split, i.key, i.class_index, i.class_name,
+                coalesce(v.failed, []) AS failed, coalesce(v.checks, []) AS checks,
+                CASE WHEN d.kept IS NULL THEN 'none' WHEN d.kept THEN 'kept' ELSE 'flagged' END
+                    AS duplicate
+            FROM rationales r
+            JOIN images i ON i.image_id = r.sample_id
+            LEFT JOIN requests q USING (request_id)
+            LEFT JOIN (SELECT rationale_id,
+                    list(check_name ORDER BY check_name)
+                        FILTER (WHERE required AND NOT passed) AS failed,
+                    list({{'check_name': check_name, 'passed': passed, 'required': required,
+                          'reason': reason}} ORDER BY check_name) AS checks
+                FROM verdicts GROUP BY rationale_id) v USING (rationale_id)
+            LEFT JOIN duplicates d USING (rationale_id)
+            WHERE NOT EXISTS (SELECT 1 FROM rationales c WHERE c.parent_id = r.rationale_id)
+                AND {filters[only]}{run}
+            ORDER BY {self._EXPORT_ORDER}""",
+            params={"run": run_id} if run_id is not None else None,
+        ).pl()
+
+    def review_pushes(self, dataset_name: str) -> pl.DataFrame:
+        """The rationales pushed to an Argilla dataset, with the hash of what was sent."""
+        return self._con.sql(
+            "SELECT rationale_id, content_hash, run_id, pushed_at FROM review_pushes "
+            "WHERE dataset_name = $name ORDER BY rationale_id",
+            params={"name": dataset_name},
+        ).pl()
+
+    def version_chains(self, rationale_ids: Sequence[str]) -> pl.DataFrame:
+        """Each of ``rationale_ids`` (``root_id``) with itself and every later version of it
+        (edits name what they edit in ``parent_id``): ids, version, parent, text and image
+        class, ordered by root and version, so a pull finds the latest text of each record."""
+        ids = pl.DataFrame({"rationale_id": list(rationale_ids)}, schema={"rationale_id": pl.Utf8})
+        self._con.register("_cotforge_roots", ids)
+        try:
+            return self._con.sql(
+                """WITH RECURSIVE chain(root_id, rationale_id) AS (
+                    SELECT rationale_id, rationale_id FROM rationales
+                        SEMI JOIN _cotforge_roots USING (rationale_id)
+                    UNION ALL
+                    SELECT c.root_id, r.rationale_id FROM rationales r
+                        JOIN chain c ON r.parent_id = c.rationale_id
+                )
+                SELECT c.root_id, r.rationale_id, r.version, r.parent_id, r.sample_id,
+                    coalesce(r.raw_text, q.response_text) AS text, i.dataset, i.class_index
+                FROM chain c JOIN rationales r USING (rationale_id)
+                LEFT JOIN requests q USING (request_id)
+                LEFT JOIN images i ON i.image_id = r.sample_id
+                ORDER BY c.root_id, r.version, r.rationale_id"""
+            ).pl()
+        finally:
+            self._con.unregister("_cotforge_roots")
 
     def question_answers(self) -> pl.DataFrame:
         """Every 'questions' request with the dataset its run planned for, oldest first: which
