@@ -7,22 +7,27 @@ a non-zero exit. Heavy modules are imported inside the verbs so ``--help`` stays
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from cotforge.cli_common import (
+    ConfigOpt,
+    StoreOpt,
+    console,
+    err_console,
+    global_options,
+    reports_errors,
+)
+from cotforge.cli_eval import eval_command
 from cotforge.config import (
     DatasetOptions,
     DedupOptions,
     ExportOptions,
     GenerateOptions,
-    GlobalOptions,
     ImportOptions,
     PlanOptions,
     ReportOptions,
@@ -36,9 +41,6 @@ if TYPE_CHECKING:
     from cotforge.data.base import Source
     from cotforge.store import Store
 
-console = Console()
-err_console = Console(stderr=True)
-
 app = typer.Typer(
     help="Verified chain-of-thought data for fine-grained visual recognition (Fine-R1 recipe).",
     no_args_is_help=True,
@@ -50,16 +52,6 @@ datasets_app = typer.Typer(
 )
 app.add_typer(datasets_app, name="datasets")
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-StoreOpt = Annotated[
-    Path | None,
-    typer.Option(help="DuckDB store file [env COTFORGE_STORE; default ./cotforge.duckdb]"),
-]
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", help="config file [env COTFORGE_CONFIG; default ./cotforge.toml]"),
-]
 RootOpt = Annotated[
     Path | None,
     typer.Option(
@@ -84,24 +76,6 @@ UnseenShotsOpt = Annotated[
 ]
 
 
-def reports_errors(command: F) -> F:
-    """Print a user error as one line on stderr and exit non-zero, without a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except CotforgeError as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-            raise typer.Exit(err.exit_code) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _global(store: Path | None, config: Path | None) -> GlobalOptions:
-    return resolve(GlobalOptions, section=None, flags={"store": store}, config_file=config)
-
-
 def _open_dataset(name: str, options: DatasetOptions, config: Path | None) -> Source:
     """The dataset's source under ``--root`` or the default root (downloading when allowed)."""
     from cotforge.data.locate import open_source
@@ -109,7 +83,7 @@ def _open_dataset(name: str, options: DatasetOptions, config: Path | None) -> So
     return open_source(
         name,
         root=options.root,
-        default_root=_global(None, config).dataset_root(name),
+        default_root=global_options(None, config).dataset_root(name),
         download=options.download,
         console=console,
     )
@@ -122,7 +96,7 @@ def datasets_list(config: ConfigOpt = None) -> None:
     from cotforge.data.annotations import load_annotations
     from cotforge.data.registry import dataset_names, get_source
 
-    options = _global(None, config)
+    options = global_options(None, config)
     table = Table(title="FGVR datasets")
     for column in ("name", "dataset", "super-category", "classes", "seen/unseen", "hierarchy"):
         table.add_column(column)
@@ -193,7 +167,7 @@ def datasets_download(
     from cotforge.data.registry import canonical_name
 
     name = canonical_name(name)
-    target = root or _global(None, config).dataset_root(name)
+    target = root or global_options(None, config).dataset_root(name)
     path = download_dataset(name, root=target, force=force, console=console)
     console.print(f"{name}: ready at {path}")
 
@@ -279,7 +253,7 @@ def plan(
         config_file=config,
     )
     source = _open_dataset(options.dataset, options, config)
-    with Store.open(_global(store, config).store) as db:
+    with Store.open(global_options(store, config).store) as db:
         summary = make_plan(source, db, options, console=console)
     console.print(summary_table(f"plan {summary.run_id} ({summary.dataset})", summary.rows()))
 
@@ -350,7 +324,7 @@ def generate(
     verify_options = resolve(VerifyOptions, section="verify", flags={}, config_file=config)
     spec = parse_teacher_spec(options.teacher, extra_urls=options.teacher_urls)
     source = _open_dataset(options.dataset, options, config)
-    with Store.open(_global(store, config).store) as db:
+    with Store.open(global_options(store, config).store) as db:
         planned = ensure_plan(source, db, options, console=console)
         if planned is not None:
             console.print(summary_table(f"plan {planned.run_id} ({source.name})", planned.rows()))
@@ -421,7 +395,7 @@ def verify(
         "allow_missing_year": allow_missing_year,
     }
     options = resolve(VerifyOptions, section="verify", flags=flags, config_file=config)
-    with Store.open(_global(store, config).store) as db:
+    with Store.open(global_options(store, config).store) as db:
         summary = verify_store(db, options=options, only_new=not all_rationales, console=console)
         console.print(summary_table(f"verify {summary.run_id or '(nothing new)'}", summary.rows()))
         if judge:
@@ -492,7 +466,7 @@ def dedup(
         "embeddings": embeddings,
     }
     options = resolve(DedupOptions, section="dedup", flags=flags, config_file=config)
-    with Store.open(_global(store, config).store) as db:
+    with Store.open(global_options(store, config).store) as db:
         summary = run_dedup(db, options, console=console)
     console.print(summary_table(f"dedup {summary.run_id}", summary.rows()))
 
@@ -517,7 +491,7 @@ def import_(
 
     flags = {"image_root": image_root, "dataset": dataset}
     options = resolve(ImportOptions, section="import", flags=flags, config_file=config)
-    with Store.open(_global(store, config).store) as db:
+    with Store.open(global_options(store, config).store) as db:
         summary = import_file(
             db,
             file,
@@ -593,7 +567,7 @@ def export(
         "workers": workers,
     }
     options = resolve(ExportOptions, section="export", flags=flags, config_file=config)
-    path = _global(store, config).store
+    path = global_options(store, config).store
     if not path.exists():
         msg = f"store {path} does not exist; run `cotforge generate` first or pass --store PATH"
         raise CotforgeError(msg)
@@ -621,7 +595,7 @@ def report(
     options = resolve(
         ReportOptions, section="report", flags={"run_id": run, "out_dir": out}, config_file=config
     )
-    path = _global(store, config).store
+    path = global_options(store, config).store
     if not path.exists():
         msg = f"store {path} does not exist; run `cotforge plan` first or pass --store PATH"
         raise CotforgeError(msg)
@@ -643,7 +617,7 @@ def stats(
     from cotforge.report_tables import stats_table
     from cotforge.store import Store
 
-    path = _global(store, config).store
+    path = global_options(store, config).store
     if not path.exists():
         msg = f"store {path} does not exist; run `cotforge plan` first or pass --store PATH"
         raise CotforgeError(msg)
@@ -653,6 +627,10 @@ def stats(
         typer.echo(json.dumps(figures, sort_keys=True))
     else:
         console.print(stats_table(figures))
+
+
+# Verbs with modules of their own, listed after the data-side verbs in --help.
+app.command("eval")(eval_command)
 
 
 def main() -> None:
