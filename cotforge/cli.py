@@ -23,6 +23,7 @@ from cotforge.cli_common import (
     reports_errors,
 )
 from cotforge.cli_eval import eval_command
+from cotforge.cli_review import review_app
 from cotforge.config import (
     DatasetOptions,
     DedupOptions,
@@ -630,6 +631,7 @@ def stats(
 
 
 # Verbs with modules of their own, listed after the data-side verbs in --help.
+app.add_typer(review_app, name="review")
 app.command("eval")(eval_command)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.argilla import argilla_stack  # noqa: F401 (fixture)
 from tests.fixtures.fgvr_layouts import LayoutInfo, write_official_layout
 from tests.fixtures.models import tiny_qwen, transformers_server  # noqa: F401 (fixtures)
 
