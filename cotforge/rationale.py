@@ -36,7 +36,9 @@ _STAGE_TAG = re.compile(
     r"<(\s{0,16}/)?\s{0,16}(analysis|options|comparison|prediction|think|answer)\s{0,16}>",
     re.IGNORECASE,
 )
-_DECORATION = re.compile(r"^\s{0,64}(?:(?:`{3,}|~{3,})[\w+-]{0,32}|[*_#>=-]{0,64})\s{0,64}$")
+# Possessive (nothing given back would let a later part match), so a line that is no rule fails
+# without backtracking.
+_DECORATION = re.compile(r"^\s{0,64}+(?:(?:`{3,}+|~{3,}+)[\w+-]{0,32}+|[*_#>=-]{0,64}+)\s{0,64}+$")
 _LEADING_MARKS = re.compile(r"^[*_]{2,4}(?=\s)")
 _TRAILING_MARKS = re.compile(r"(?<=\s)[*_]{2,4}$")
 
@@ -125,21 +127,24 @@ class _Tags:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.found = [(tag, _fold(tag[2])) for tag in _find_tags(text)]
+        # Each tag with its folded name, whether it closes and where it starts, for first().
+        self.found = [
+            (tag, _fold(tag[2]), tag[1] is not None, tag.start()) for tag in _find_tags(text)
+        ]
 
     def first(
         self, names: Collection[str], *, closing: bool, start: int = 0
     ) -> re.Match[str] | None:
         """The first opening (or closing) tag of one of ``names`` that starts at ``start`` or
         after."""
-        for tag, name in self.found:
-            if name in names and (tag[1] is not None) == closing and tag.start() >= start:
+        for tag, name, closes, at in self.found:
+            if closes == closing and at >= start and name in names:
                 return tag
         return None
 
     def answer(self) -> str | None:
         """:func:`cotforge.scoring.extract_answer` of the text."""
-        return last_answer(self.text, (tag for tag, name in self.found if name == "answer"))
+        return last_answer(self.text, [tag for tag, name, _, _ in self.found if name == "answer"])
 
 
 def _find_tags(text: str) -> list[re.Match[str]]:
@@ -184,7 +189,7 @@ def parse_tagged(text: str) -> Rationale:
 
 def _parse_tagged(text: str, tags: _Tags) -> Rationale:
     reader = _TagReader(text)
-    reader.read(tag for tag, _ in tags.found)
+    reader.read(tag for tag, _, _, _ in tags.found)
     stages = reader.stages
     problems = reader.problems
     if len(reader.order) > 1 and reader.order != sorted(reader.order, key=STAGES.index):
@@ -346,20 +351,25 @@ def _read_list(lines: Iterable[str]) -> tuple[list[str], int]:
     items: list[str] = []
     indent, numbered, used = -1, False, 0
     for n, line in enumerate(lines):
-        if len(items) >= _MAX_ITEMS or n >= _MAX_LIST_LINES:
+        if n >= _MAX_LIST_LINES or len(items) >= _MAX_ITEMS:
             break
         text = line.lstrip()
         if not text:
             continue
         item = _ITEM.match(line)
-        if indent < 0 and item:
+        if item is None:  # a detail line when indented deeper, else prose or a heading
+            if len(line) - len(text) <= indent or _is_heading(line):
+                break
+            used = n + 1
+            continue
+        if indent < 0:
             indent, numbered = len(item["indent"]), item["number"] is not None
-        elif not (item and item["bullet"]) and _is_heading(line):  # a bullet is no heading
+        elif item["bullet"] is None and _is_heading(line):  # a bullet is no heading
             break
         elif len(line) - len(text) > indent:
             used = n + 1
             continue
-        if item is None or (item["number"] is not None) != numbered:
+        if (item["number"] is not None) != numbered:
             break
         name = _clean_candidate(line[item.end() :])
         if name:
@@ -421,7 +431,7 @@ def _parse_headed(text: str, tags: _Tags) -> Rationale:
     preamble = "\n".join(lines[: sections[order[0]][0] - 1] if order else lines).strip()
     if preamble:
         problems.append(f"{len(preamble)} characters before the first heading ignored")
-    if order != sorted(order, key=STAGES.index):
+    if order != [stage for stage in STAGES if stage in sections]:  # not in STAGES' order
         problems.append(f"stages out of order: {', '.join(order)}")
     texts = {
         stage: _clean_section(bare, *sections[stage]) if stage in sections else None
@@ -563,8 +573,12 @@ def _list_after(body: str, start: int) -> tuple[int, list[str]]:
         return line_end, _split_commas(body[start:line_end])
     ends: list[int] = []
     lines = _iter_lines(body, line_end + 1, ends)
-    first = next((line for line in lines if line.strip()), None)
-    if first is None or _is_heading(first):
+    for first in lines:
+        if first.strip():
+            break
+    else:
+        return line_end, []
+    if _is_heading(first):
         return line_end, []
     if not _ITEM.match(first):
         return ends[-1], _split_commas(first)
@@ -618,13 +632,11 @@ def _split_sections(lines: list[str], bare: list[str]) -> dict[str, tuple[int, i
     heading to the next stage's heading, in the order of the text. ``bare`` holds the same
     lines right-stripped."""
     headings: dict[str, int] = {}
-    # The first tests of _heading_stage, made here without a call per line (most are prose).
-    maybe = [
-        n
-        for n, line in enumerate(bare)
-        if line and line[-1] not in _SENTENCE_ENDS and len(lines[n]) <= _MAX_HEADING_LINE
-    ]
-    for n in maybe:
+    for n, line in enumerate(bare):
+        # The first tests of _heading_stage, made here without a call per line (most are
+        # prose). A blank line ends in "", which is in _SENTENCE_ENDS as in any string.
+        if line[-1:] in _SENTENCE_ENDS or len(lines[n]) > _MAX_HEADING_LINE:
+            continue
         stage = _worded_stage(lines[n])
         if stage is not None and stage not in headings:
             headings[stage] = n
@@ -642,7 +654,7 @@ def _clean_section(bare: list[str], start: int, end: int) -> str:
     while start < end and _is_decoration(bare[start]):
         start += 1
     end = _decoration_start(bare, start, end)
-    if end > start and _is_heading(bare[end - 1]):
+    if end > start and _heading_stage(bare[end - 1]) is not None:
         end = _decoration_start(bare, start, end - 1)
     return "\n".join(bare[start:end])
 

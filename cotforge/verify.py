@@ -207,10 +207,15 @@ class _Classes:
         self.allow_missing_year = allow_missing_year
         self.stated = _stated(r)
         self.named = [_named(name, matcher, allow_missing_year) for name in r.candidates]
+        self._truth: ClassInfo | None = None
+        self._names_truth = False
 
     def name_truth(self, truth: ClassInfo) -> bool:
-        """Whether some candidate names ``truth``."""
-        return any(truth in named for named in self.named)
+        """Whether some candidate names ``truth`` (asked by two checks, looked up once)."""
+        if self._truth is not truth:
+            self._truth = truth
+            self._names_truth = any(truth in named for named in self.named)
+        return self._names_truth
 
 
 def correct(
@@ -239,18 +244,17 @@ def _correct(c: _Classes, truth: ClassInfo) -> CheckResult:
         verdict = _score(text, truth, c.matcher, c.allow_missing_year)
         if not verdict.correct:
             return CheckResult("correct", False, f"{label} {_quote(text)}: {verdict.reason}")
-    labels = " and ".join(label for label, _ in c.stated)
+    labels = " and ".join([label for label, _ in c.stated])
     return CheckResult("correct", True, f"{labels} name the true class {truth.name}")
 
 
-def _among(text: str, c: _Classes, keys: Sequence[str]) -> bool:
+def _among(text: str, c: _Classes, padded_keys: Sequence[str]) -> bool:
     """Whether a stated prediction is one of the candidates: one contains the other as whole
     words after normalising ("Bengal" and "Bengal Cat"; "The aircraft is a Bombardier CRJ-200."
-    and "Bombardier CRJ-200"), or both name the same single class of the dataset."""
+    and "Bombardier CRJ-200"), or both name the same single class of the dataset.
+    ``padded_keys`` are the non-empty normalised candidates with a space on each side."""
     padded = f" {normalise(text)} "
-    if padded.strip() and any(
-        key and (f" {key} " in padded or padded in f" {key} ") for key in keys
-    ):
+    if padded.strip() and any(key in padded or padded in key for key in padded_keys):
         return True
     named = _named(text, c.matcher, False)
     if len(named) != 1:
@@ -284,17 +288,19 @@ def _candidates(c: _Classes, truth: ClassInfo) -> CheckResult:
             "candidates", False, f"{len(names)} candidates ({_names(names)}); 2 to 4 wanted"
         )
     keys = [normalise(name) for name in names]
-    seen: dict[str, str] = {}
-    for name, key in zip(names, keys, strict=True):
-        if key in seen:
-            reason = f"{_quote(seen[key])} and {_quote(name)} are the same candidate"
-            return CheckResult("candidates", False, reason)
-        seen[key] = name
+    if len(set(keys)) < len(keys):  # name the first pair
+        seen: dict[str, str] = {}
+        for name, key in zip(names, keys, strict=True):
+            if key in seen:
+                reason = f"{_quote(seen[key])} and {_quote(name)} are the same candidate"
+                return CheckResult("candidates", False, reason)
+            seen[key] = name
     if not c.name_truth(truth):
         reason = f"the true class {truth.name} is not among the candidates ({_names(names)})"
         return CheckResult("candidates", False, reason)
+    padded_keys = [f" {key} " for key in keys if key]
     for label, text in c.stated:
-        if not _among(text, c, keys):
+        if not _among(text, c, padded_keys):
             reason = f"{label} {_quote(text)} is not among the candidates ({_names(names)})"
             return CheckResult("candidates", False, reason)
     return CheckResult(
@@ -411,9 +417,10 @@ class _Phrase:
 
     def first(self, low: str, pos: int = 0) -> tuple[int, int] | None:
         """Where the phrase first occurs in the lower-cased ``low`` at or after ``pos``."""
-        if low.find(self.anchor, pos) < 0:
+        at = low.find(self.anchor, pos)
+        if at < 0:
             return None
-        hit = self.pattern.search(low, pos)
+        hit = self.pattern.search(low, at)  # every occurrence starts with the anchor
         while hit is not None:
             start = self._start(low, hit.start())
             if start is not None:
@@ -429,6 +436,48 @@ class _Phrase:
             return at
         before = self.before.search(low, max(0, at - 40), at)
         return before.start() if before else None
+
+
+# Every built-in phrase holds one of these words, while the words most of them start with
+# ("the", "as", "given", "provided") are in nearly every text: a text without any of them cites
+# no label, and one find per word rules it out in less time than searching each phrase takes.
+_RARE_WORDS = (
+    "label",
+    "ground",
+    "annotat",
+    "told",
+    "according",
+    "question",
+    "prompt",
+    "instruction",
+    "stated",
+)
+# "answer", "class" and "hint" are ordinary words as well ("the classic features", "a hint of
+# buff"), so they count only where a phrase could use them: after the word that comes before
+# them in a phrase and followed by what follows them there ("the answer provided", "the correct
+# class is", "given the class name", "the hint"; "according to the hint" has "according").
+_BEFORE_LABEL = re.compile(rf"(?:given|the|correct|true|provided|supplied|expected|right){_W}$")
+_COMMON_WORDS = (
+    ("answer", _BEFORE_LABEL, re.compile(r"answers?\b")),
+    ("class", _BEFORE_LABEL, re.compile(rf"class{_W}(?:name|is|was)")),
+    ("hint", re.compile(rf"the{_W}$"), re.compile(r"hint\b")),
+)
+_BEFORE_REACH = 8 + 16  # the longest word before, and the most whitespace _W allows
+
+
+def _may_cite(low: str) -> bool:
+    """False when the lower-cased ``low`` holds none of the built-in phrases (True does not
+    mean it holds one: the phrases decide)."""
+    for word in _RARE_WORDS:
+        if word in low:
+            return True
+    for word, before, after in _COMMON_WORDS:
+        at = low.find(word)
+        while at >= 0:
+            if after.match(low, at) and before.search(low, max(0, at - _BEFORE_REACH), at):
+                return True
+            at = low.find(word, at + 1)
+    return False
 
 
 @lru_cache(maxsize=32)
@@ -475,12 +524,17 @@ def leakage(text: str, *, phrases: Sequence[str] = ()) -> CheckResult:
     False
     """
     low = _lower(text, phrases)
-    hits = [hit for phrase in _phrases(tuple(phrases)) if (hit := phrase.first(low))]
+    built = _phrases(tuple(phrases))
+    if not _may_cite(low) and all(
+        phrase.anchor and phrase.anchor not in low for phrase in built[len(_LEAKAGE) :]
+    ):  # no built-in phrase, and no extra phrase that starts with the letters it starts with
+        return CheckResult("leakage", True, "no phrase that cites a given label")
+    hits = [hit for phrase in built if (hit := phrase.first(low))]
     if not hits:
         return CheckResult("leakage", True, "no phrase that cites a given label")
     at, end = min(hits)
     count = 0
-    for phrase in _phrases(tuple(phrases)):
+    for phrase in built:
         found = phrase.first(low)
         while found is not None:
             count += 1
@@ -609,25 +663,35 @@ def length(r: Rationale, *, options: VerifyOptions | None = None) -> CheckResult
     'analysis has 6 characters, under 100'
     """
     o = options or _DEFAULTS
+    analysis = len(r.analysis) if r.analysis else 0
+    comparison = len(r.comparison) if r.comparison else 0
+    prediction = len(r.prediction) if r.prediction else 0
+    total = len(r.raw_text)
+    if (
+        o.analysis_min_chars <= analysis <= o.analysis_max_chars
+        and o.comparison_min_chars <= comparison <= o.comparison_max_chars
+        and o.prediction_min_chars <= prediction <= o.prediction_max_chars
+        and total <= o.max_total_chars
+    ):  # the common case, in one format (the generation loop checks every response)
+        return CheckResult(
+            "length",
+            True,
+            f"analysis {analysis:,}, comparison {comparison:,}, prediction {prediction:,}, "
+            f"{total:,} in all: within bounds",
+        )
     problems = []
-    sizes = []
-    for stage, text, low, high in (
-        ("analysis", r.analysis, o.analysis_min_chars, o.analysis_max_chars),
-        ("comparison", r.comparison, o.comparison_min_chars, o.comparison_max_chars),
-        ("prediction", r.prediction, o.prediction_min_chars, o.prediction_max_chars),
+    for stage, size, low, high in (
+        ("analysis", analysis, o.analysis_min_chars, o.analysis_max_chars),
+        ("comparison", comparison, o.comparison_min_chars, o.comparison_max_chars),
+        ("prediction", prediction, o.prediction_min_chars, o.prediction_max_chars),
     ):
-        size = len(text) if text else 0
-        sizes.append(f"{stage} {size:,}")
         if size < low:
             problems.append(f"{stage} has {size:,} characters, under {low:,}")
         elif size > high:
             problems.append(f"{stage} has {size:,} characters, over {high:,}")
-    total = len(r.raw_text)
     if total > o.max_total_chars:
         problems.append(f"the whole text has {total:,} characters, over {o.max_total_chars:,}")
-    if problems:
-        return CheckResult("length", False, "; ".join(problems))
-    return CheckResult("length", True, f"{', '.join(sizes)}, {total:,} in all: within bounds")
+    return CheckResult("length", False, "; ".join(problems))
 
 
 # --- one rationale ---------------------------------------------------------------------------

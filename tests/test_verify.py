@@ -383,6 +383,20 @@ LEAKS = [
     "The bird, labeled as a Bank Swallow, has a brown band.",
     "As mentioned in the question, this is the species.",
     "The prompt says which class it is.",
+    "The correct class is this one.",
+    "Given the class name, it is this one.",
+    "The supplied answers agree with it.",
+    "As noted in the hint, it is this species.",
+    "The expected answer was this one.",
+    "According to the hint, it is this species.",
+    "The instruction says which species it is.",
+    "As specified by the annotation, it is this one.",
+    "It was annotated as this species.",
+    "We have been told which species it is.",
+    "I\u2019ve been told which species it is.",
+    "The true label was this species.",
+    "Given the ground truth, it is this one.",
+    "The question mentioned the species.",
 ]
 
 
@@ -414,6 +428,20 @@ def test_leakage_passes_ordinary_prose(sentence: str) -> None:
     text, _ = inject(RECORDS[2], sentence)
     result = RECORDS[2].check(text)["leakage"]
     assert result.passed, result.reason
+
+
+def test_leakage_fast_path_keeps_every_phrase_and_takes_the_real_records() -> None:
+    """A text without any word the phrases need passes before any phrase is searched; each
+    phrase must keep one of those words (else leakage would miss it), and the real records,
+    which cite no label, must take the fast path (else it is dead weight)."""
+    for sentence in LEAKS:
+        assert verify._may_cite(verify._lower(sentence, ())), sentence
+    for record in RECORDS:
+        assert not verify._may_cite(verify._lower(record.text, ()))
+    # "class", "answer" and "hint" count only where a phrase could use them.
+    ordinary = "the classic features; an answer-like call; a hint of buff; the hinting"
+    assert not verify._may_cite(ordinary)
+    assert verify._may_cite(ordinary + "; the class is")
 
 
 def test_leakage_ignores_case_and_line_breaks_and_counts_every_hit() -> None:
@@ -528,6 +556,26 @@ def test_length_bounds_are_options() -> None:
     assert result.reason == (
         "comparison has 1,779 characters, over 1,000; "
         "the whole text has 4,181 characters, over 4,000"
+    )
+
+
+def test_length_bounds_are_inclusive() -> None:
+    """The common case (everything within bounds) has its own path; a stage exactly at a bound
+    takes it, one character beyond does not."""
+    r = RECORDS[0].rationale
+    assert r.analysis and r.prediction
+    size, total = len(r.analysis), len(r.raw_text)
+    at_bounds = VerifyOptions(
+        analysis_min_chars=size, analysis_max_chars=size, max_total_chars=total
+    )
+    assert length(r, options=at_bounds).passed
+    beyond = VerifyOptions(analysis_max_chars=size - 1, prediction_min_chars=len(r.prediction) + 1)
+    assert length(r, options=beyond).reason == (
+        f"analysis has {size:,} characters, over {size - 1:,}; "
+        f"prediction has {len(r.prediction):,} characters, under {len(r.prediction) + 1:,}"
+    )
+    assert length(r, options=VerifyOptions(max_total_chars=total - 1)).reason == (
+        f"the whole text has {total:,} characters, over {total - 1:,}"
     )
 
 
