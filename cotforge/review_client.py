@@ -52,22 +52,15 @@ def server_errors(url: str, doing: str) -> Iterator[None]:
             f"({type(err).__name__}); check it is running, or {SERVE_HINT}"
         )
         raise ReviewError(msg) from err
+    except httpx.HTTPStatusError as err:
+        # a request cotforge sends itself rather than through an SDK method
+        raise _status_error(url, doing, err.response.status_code, err) from err
     except (rg_errors.UnauthorizedError, rg_errors.ArgillaCredentialsError) as err:
-        msg = (
-            f"the Argilla server at {url} refused the API key (401) while {doing}; set "
-            f"ARGILLA_API_KEY (or [review] api_key) to an owner or admin key"
-        )
-        raise ReviewError(msg) from err
+        raise _status_error(url, doing, 401, err) from err
     except rg_errors.ForbiddenError as err:
-        msg = (
-            f"the Argilla user of this API key may not do this ({doing}, 403); use an owner or "
-            f"admin key"
-        )
-        raise ReviewError(msg) from err
+        raise _status_error(url, doing, 403, err) from err
     except rg_errors.ArgillaAPIError as err:
-        status = getattr(err, "status_code", "?")
-        msg = f"the Argilla server at {url} failed while {doing} (HTTP {status}): {err}"
-        raise ReviewError(msg) from err
+        raise _status_error(url, doing, getattr(err, "status_code", "?"), err) from err
     except rg_errors.ArgillaError as err:
         # the SDK wraps some transport failures in its own base class
         if isinstance(err.__cause__, httpx.TransportError | OSError):
@@ -77,6 +70,23 @@ def server_errors(url: str, doing: str) -> Iterator[None]:
             )
             raise ReviewError(msg) from err
         raise
+
+
+def _status_error(url: str, doing: str, status: int | str, err: Exception) -> ReviewError:
+    """The message for an HTTP error answer, by status."""
+    if status == 401:
+        msg = (
+            f"the Argilla server at {url} refused the API key (401) while {doing}; set "
+            f"ARGILLA_API_KEY (or [review] api_key) to an owner or admin key"
+        )
+    elif status == 403:
+        msg = (
+            f"the Argilla user of this API key may not do this ({doing}, 403); use an owner or "
+            f"admin key"
+        )
+    else:
+        msg = f"the Argilla server at {url} failed while {doing} (HTTP {status}): {err}"
+    return ReviewError(msg)
 
 
 def connect(options: ReviewOptions) -> Connection:
