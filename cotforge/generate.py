@@ -24,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import queue
-import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -39,6 +37,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cotforge import concepts as concept_lib
+from cotforge.batch_writer import BatchWriter
 from cotforge.calls import request_row
 from cotforge.data.base import ImageRecord
 from cotforge.data.confusion import get_strategy
@@ -214,68 +213,16 @@ class _Write:
     verdicts: list[dict[str, Any]] = field(default_factory=list)
 
 
-class _Recorder:
-    """Writes finished requests from one thread, everything queued at a moment in one
-    transaction: each answer is durable milliseconds after it arrives, and a burst of answers
-    costs one commit, not one each. While it runs, the store is the writer's alone; the event
-    loop reads it only after :meth:`flush`, when the writer waits on an empty queue."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._queue: queue.Queue[_Write | None] = queue.Queue()
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="cotforge-store", daemon=True)
-        self._thread.start()
-
-    def put(self, write: _Write) -> None:
-        """Queue one write; raises when an earlier write failed (the run must stop)."""
-        self._raise()
-        self._queue.put(write)
-
-    def flush(self) -> None:
-        """Wait until everything queued is written."""
-        self._queue.join()
-        self._raise()
-
-    def close(self) -> None:
-        """Write what is queued and stop the thread."""
-        self._queue.put(None)
-        self._thread.join()
-        self._raise()
-
-    def _raise(self) -> None:
-        if self.error is not None:
-            msg = f"writing to the store failed: {self.error}"
-            raise RuntimeError(msg) from self.error
-
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            batch = [self._queue.get()]
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            writes = [item for item in batch if item is not None]
-            stop = len(writes) < len(batch)
-            if writes and self.error is None:
-                try:
-                    self._write(writes)
-                except BaseException as err:  # reported to the event loop by put/flush/close
-                    self.error = err
-            for _ in batch:
-                self._queue.task_done()
-
-    def _write(self, writes: list[_Write]) -> None:
-        with self._store.transaction():
-            self._store.add_request_results(
-                [row for w in writes for row in w.requests],
-                [row for w in writes for row in w.rationales],
-            )
-            verdicts = [row for w in writes for row in w.verdicts]
-            if verdicts:
-                self._store.upsert_verdicts(verdicts)
+def _write_answers(store: Store, writes: list[_Write]) -> None:
+    """Finished requests with their rationales and verdicts, in one transaction."""
+    with store.transaction():
+        store.add_request_results(
+            [row for w in writes for row in w.requests],
+            [row for w in writes for row in w.rationales],
+        )
+        verdicts = [row for w in writes for row in w.verdicts]
+        if verdicts:
+            store.upsert_verdicts(verdicts)
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -365,7 +312,7 @@ class Generation:
             name: load_prompt(name, options.prompts_dir)
             for name in ("questions", "concepts", "rationale", "judge")
         }
-        self._recorder: _Recorder | None = None
+        self._recorder: BatchWriter[_Write] | None = None
         self._ranking_cache: dict[int, list[int]] | None = None
         self._progress: Progress | None = None
         self._task: Any = None
@@ -381,7 +328,9 @@ class Generation:
             if state.sample.sample_id in earlier:
                 state.done = True
                 self.summary.verified_before += 1
-        self._recorder = _Recorder(self.store)
+        self._recorder = BatchWriter(
+            partial(_write_answers, self.store), what="writing to the store"
+        )
         columns = (
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),

@@ -21,12 +21,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import queue
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cotforge.batch_writer import BatchWriter
 from cotforge.calls import request_row
 from cotforge.config import GlobalOptions
 from cotforge.errors import ConfigError
@@ -180,67 +180,21 @@ every few answers kept a core busy at 300 answers/s; half a second of answers pe
 costs a few percent, and a kill loses at most that much work."""
 
 
-class _Recorder:
-    """Writes answers and their predictions from one thread, what arrives within
-    :data:`WRITE_INTERVAL_S` in one transaction, after embedding the open-world answers of the
-    batch for SS_rel. While it runs the store is the writer's alone: the loop reads the store
-    before it starts and after :meth:`close`."""
-
-    def __init__(self, store: Store, similarity: RelativeSimilarity | None) -> None:
-        self._store = store
-        self._similarity = similarity
-        self._queue: queue.Queue[_Write | None] = queue.Queue()
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="cotforge-eval-store", daemon=True)
-        self._thread.start()
-
-    def put(self, write: _Write) -> None:
-        """Queue one write; raises when an earlier write failed (the run must stop)."""
-        self._raise()
-        self._queue.put(write)
-
-    def close(self) -> None:
-        """Write what is queued and stop the thread."""
-        self._queue.put(None)
-        self._thread.join()
-        self._raise()
-
-    def _raise(self) -> None:
-        if self.error is not None:
-            msg = f"writing predictions to the store failed: {self.error}"
-            raise RuntimeError(msg) from self.error
-
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            batch = [self._queue.get()]
-            deadline = time.monotonic() + WRITE_INTERVAL_S
-            while batch[-1] is not None:
-                try:
-                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
-                    break
-            writes = [item for item in batch if item is not None]
-            stop = len(writes) < len(batch)
-            if writes and self.error is None:
-                try:
-                    self._write(writes)
-                except BaseException as err:  # reported to the event loop by put/close
-                    self.error = err
-
-    def _write(self, writes: list[_Write]) -> None:
-        pending = [entry for w in writes for entry in w.similarity]
-        if pending:
-            assert self._similarity is not None
-            scores = self._similarity.scores(
-                [(text, truth, word) for _, text, truth, word in pending]
-            )
-            for (row, *_), value in zip(pending, scores, strict=True):
-                row["ss_rel"] = value
-        self._store.add_eval_results(
-            [row for w in writes for row in w.requests],
-            [row for w in writes for row in w.predictions],
-        )
+def _write_predictions(
+    store: Store, similarity: RelativeSimilarity | None, writes: list[_Write]
+) -> None:
+    """Eval answers and their predictions in one transaction, after embedding the batch's
+    open-world answers for SS_rel (one encoder call for the batch, not one per answer)."""
+    pending = [entry for w in writes for entry in w.similarity]
+    if pending:
+        assert similarity is not None
+        scores = similarity.scores([(text, truth, word) for _, text, truth, word in pending])
+        for (row, *_), value in zip(pending, scores, strict=True):
+            row["ss_rel"] = value
+    store.add_eval_results(
+        [row for w in writes for row in w.requests],
+        [row for w in writes for row in w.predictions],
+    )
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -274,7 +228,7 @@ class Evaluation:
         self.encoder = encoder
         self.console = console
         self.figures = RunFigures(run_id=run_id, model=spec.name, questions=len(questions))
-        self._recorder: _Recorder | None = None
+        self._recorder: BatchWriter[_Write] | None = None
         self._progress: Progress | None = None
         self._task: Any = None
         self._started = time.perf_counter()
@@ -294,7 +248,12 @@ class Evaluation:
 
     def _start(self, total: int) -> None:
         similarity = RelativeSimilarity(self.encoder) if self.encoder is not None else None
-        self._recorder = _Recorder(self.store, similarity)
+        self._recorder = BatchWriter(
+            partial(_write_predictions, self.store, similarity),
+            what="writing predictions to the store",
+            gather_s=WRITE_INTERVAL_S,
+            name="cotforge-eval-store",
+        )
         self._progress = Progress(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
