@@ -827,15 +827,8 @@ def run_generation(
         finally:
             await teacher.aclose()
 
-    try:
+    with store.finishing(run_id):
         summary = asyncio.run(go())
-    except KeyboardInterrupt:
-        store.finish_run(run_id, "interrupted")
-        raise
-    except BaseException:
-        store.finish_run(run_id, "failed")
-        raise
-    store.finish_run(run_id, "ok")
     return summary
 
 

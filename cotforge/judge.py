@@ -187,15 +187,8 @@ def judge_store(
         finally:
             await teacher.aclose()
 
-    try:
+    with store.finishing(run_id):
         asyncio.run(ask())
-    except KeyboardInterrupt:
-        store.finish_run(run_id, "interrupted")
-        raise
-    except BaseException:
-        store.finish_run(run_id, "failed")
-        raise
-    store.finish_run(run_id, "ok")
     return summary
 
 

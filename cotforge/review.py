@@ -157,7 +157,7 @@ def push(store: Store, options: ReviewOptions, *, console: Console | None = None
     run_id = store.start_run("review", _run_config(options, "push"), _versions())
     summary.run_id = run_id
     try:
-        with _progress(console) as progress:
+        with store.finishing(run_id), _progress(console) as progress:
             task = progress.add_task(f"pushing to {key}", total=len(todo))
             # one batch is encoded while the one before it is being sent
             with ThreadPoolExecutor(1, thread_name_prefix="cotforge-push") as sender:
@@ -179,20 +179,12 @@ def push(store: Store, options: ReviewOptions, *, console: Console | None = None
                 if sending is not None:
                     _confirm(store, *sending, key=key, run_id=run_id, summary=summary)
                     progress.advance(task, len(sending[1]))
-    except KeyboardInterrupt:
-        store.finish_run(run_id, "interrupted")
-        raise
     except ReviewError as err:
-        store.finish_run(run_id, "failed")
         msg = (
             f"{err}. {summary.sent} of {len(todo)} records were pushed and recorded; run "
             f"`cotforge review push` again to send the rest"
         )
         raise ReviewError(msg) from err
-    except BaseException:
-        store.finish_run(run_id, "failed")
-        raise
-    store.finish_run(run_id, "ok")
     summary.seconds = time.perf_counter() - started
     return summary
 

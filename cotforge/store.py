@@ -620,6 +620,20 @@ class Store:
             msg = f"{self.path} has no run {run_id!r}; pass an id that start_run returned"
             raise ValueError(msg)
 
+    @contextmanager
+    def finishing(self, run_id: str) -> Iterator[None]:
+        """End ``run_id`` when the block ends: ``ok``, ``interrupted`` on Ctrl-C, ``failed`` on
+        any other exception (re-raised), so no run is left ``running`` by a crash."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.finish_run(run_id, "interrupted")
+            raise
+        except BaseException:
+            self.finish_run(run_id, "failed")
+            raise
+        self.finish_run(run_id, "ok")
+
     def add_images(self, rows: Rows) -> int:
         """Add images; an image already present keeps its row (same id, same file)."""
         return self._insert("images", rows, key=("image_id",), on_conflict="ignore")

@@ -858,40 +858,32 @@ def verify_store(
     summary.run_id = run_id
     truths = _Truths()
     required = set(o.required)
-    try:
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("verifying rationales", total=todo.height)
-            for batch in todo.iter_slices(o.batch_size):
-                verdicts: list[dict[str, object]] = []
-                for rationale_id, text, dataset, class_index in zip(
-                    batch["rationale_id"].to_list(),
-                    batch["raw_text"].to_list(),
-                    batch["dataset"].to_list(),
-                    batch["class_index"].to_list(),
-                    strict=True,
-                ):
-                    results = _verify_record(text, dataset, class_index, truths, o)
-                    summary.verified += 1
-                    summary.accepted += accepted(results, o)
-                    summary.failed.update(c.name for c in results if not c.passed)
-                    verdicts.extend(
-                        {
-                            "rationale_id": rationale_id,
-                            "check_name": c.name,
-                            "passed": c.passed,
-                            "required": c.name in required,
-                            "reason": c.reason,
-                            "run_id": run_id,
-                        }
-                        for c in results
-                    )
-                store.upsert_verdicts(verdicts)
-                progress.advance(task, batch.height)
-    except KeyboardInterrupt:
-        store.finish_run(run_id, "interrupted")
-        raise
-    except Exception:
-        store.finish_run(run_id, "failed")
-        raise
-    store.finish_run(run_id, "ok")
+    with store.finishing(run_id), Progress(console=console, transient=True) as progress:
+        task = progress.add_task("verifying rationales", total=todo.height)
+        for batch in todo.iter_slices(o.batch_size):
+            verdicts: list[dict[str, object]] = []
+            for rationale_id, text, dataset, class_index in zip(
+                batch["rationale_id"].to_list(),
+                batch["raw_text"].to_list(),
+                batch["dataset"].to_list(),
+                batch["class_index"].to_list(),
+                strict=True,
+            ):
+                results = _verify_record(text, dataset, class_index, truths, o)
+                summary.verified += 1
+                summary.accepted += accepted(results, o)
+                summary.failed.update(c.name for c in results if not c.passed)
+                verdicts.extend(
+                    {
+                        "rationale_id": rationale_id,
+                        "check_name": c.name,
+                        "passed": c.passed,
+                        "required": c.name in required,
+                        "reason": c.reason,
+                        "run_id": run_id,
+                    }
+                    for c in results
+                )
+            store.upsert_verdicts(verdicts)
+            progress.advance(task, batch.height)
     return summary

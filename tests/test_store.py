@@ -3,6 +3,7 @@ that a process killed mid-write leaves a consistent file."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -421,6 +422,22 @@ def test_runs_start_and_finish(store: Store) -> None:
         store.finish_run(run_id, "done")
     with pytest.raises(ValueError, match="no run 'nope'"):
         store.finish_run("nope", "ok")
+
+
+def test_a_finishing_block_ends_its_run_by_how_the_block_ended(store: Store) -> None:
+    def status_after(error: BaseException | None) -> str:
+        run_id = store.start_run("verify", {}, {})
+        with (
+            pytest.raises(type(error)) if error else contextlib.nullcontext(),
+            store.finishing(run_id),
+        ):
+            if error:
+                raise error
+        return store.table("runs", where={"run_id": run_id})["status"].item()
+
+    assert status_after(None) == "ok"
+    assert status_after(KeyboardInterrupt()) == "interrupted"
+    assert status_after(OSError("disk full")) == "failed"
 
 
 def test_secrets_are_never_stored(store: Store) -> None:

@@ -477,15 +477,8 @@ def run_eval(
         encoder=encoder,
         console=console,
     )
-    try:
+    with store.finishing(run_id):
         figures = _run(evaluation, backend, options)
-    except KeyboardInterrupt:
-        store.finish_run(run_id, "interrupted")
-        raise
-    except BaseException:
-        store.finish_run(run_id, "failed")
-        raise
-    store.finish_run(run_id, "ok")
     frame = store.predictions([q.prediction_id for q in questions])
     expected = Counter((q.mode, q.order) for q in questions)
     return aggregate(
