@@ -30,11 +30,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import gc
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -42,30 +39,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from measure import cpu_s, peak_rss_mib, reset_peak_rss
+
 from cotforge.data.annotations import load_annotations
 
 MODEL = "test-model"
 DATASET = "cub"
 RUNS = ("cotforge eval", "client only")
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _reset_peak_rss() -> None:
-    gc.collect()
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def _peak_rss_mib() -> float:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # --- the evaluation set -------------------------------------------------------------------------
@@ -114,10 +94,10 @@ def run_eval_worker(url: str, root: Path, concurrency: int, store: Path) -> dict
 
     options = _options(url, root, concurrency)
     with Store.open(store) as db:
-        _reset_peak_rss()
-        cpu, wall = _cpu_s(), time.perf_counter()
+        reset_peak_rss()
+        cpu, wall = cpu_s(), time.perf_counter()
         results = run_eval(db, options, console=Console(quiet=True))
-        wall, cpu = time.perf_counter() - wall, _cpu_s() - cpu
+        wall, cpu = time.perf_counter() - wall, cpu_s() - cpu
         stored = db.table("predictions").height
     figures = results.figures
     return {
@@ -129,7 +109,7 @@ def run_eval_worker(url: str, root: Path, concurrency: int, store: Path) -> dict
         "loop_s": figures.wall_s,
         "end_to_end_s": wall,
         "cpu_s": cpu,
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": peak_rss_mib(),
     }
 
 
@@ -154,10 +134,10 @@ def run_client_worker(url: str, root: Path, concurrency: int) -> dict[str, Any]:
         await teacher.aclose()
         return errors
 
-    _reset_peak_rss()
-    cpu, wall = _cpu_s(), time.perf_counter()
+    reset_peak_rss()
+    cpu, wall = cpu_s(), time.perf_counter()
     errors = asyncio.run(go())
-    wall, cpu = time.perf_counter() - wall, _cpu_s() - cpu
+    wall, cpu = time.perf_counter() - wall, cpu_s() - cpu
     return {
         "run": RUNS[1],
         "questions": len(requests),
@@ -167,7 +147,7 @@ def run_client_worker(url: str, root: Path, concurrency: int) -> dict[str, Any]:
         "loop_s": wall,
         "end_to_end_s": wall,
         "cpu_s": cpu,
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": peak_rss_mib(),
     }
 
 

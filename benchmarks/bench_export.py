@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from measure import peak_rss_mib
 from PIL import Image, ImageDraw, ImageFilter
 
 from cotforge.data.annotations import load_annotations
@@ -171,13 +172,6 @@ def build_store(path: Path, root: Path, dataset: str, images: list[tuple[str, in
 # --- phases (each in its own process) ---------------------------------------------------------
 
 
-def _peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _rss_mib() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -214,7 +208,7 @@ def export_phase(store: str, out: str, workers: str) -> dict:
         "bytes": _folder_bytes(Path(out)),
         "seconds": seconds,
         "rss_before_mib": before,
-        "peak_mib": _peak_rss_mib(),
+        "peak_mib": peak_rss_mib(),
     }
 
 
@@ -246,7 +240,7 @@ def baseline_phase(store: str, root: str, out: str) -> dict:
         "rows": len(records),
         "bytes": Path(out).stat().st_size,
         "seconds": seconds,
-        "peak_mib": _peak_rss_mib(),
+        "peak_mib": peak_rss_mib(),
     }
 
 

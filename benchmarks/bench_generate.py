@@ -38,23 +38,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import functools
-import gc
 import io
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
+from measure import cpu_s, peak_rss_mib, reset_peak_rss
 from openai import AsyncOpenAI
 from PIL import Image, ImageDraw, ImageFilter
 
@@ -133,25 +130,6 @@ def _prompt(index: int) -> str:
 # ----------------------------------------------------------------------------------------------
 # Measurement
 # ----------------------------------------------------------------------------------------------
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _reset_peak_rss() -> None:
-    gc.collect()
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def _peak_rss_mib() -> float:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,11 +267,11 @@ _RUNNERS = {
 
 def _preparation_cpu_s(jpegs: list[bytes], *, crop: bool) -> float:
     """CPU seconds to prepare each image once, as cotforge's client does (measured apart)."""
-    start = _cpu_s()
+    start = cpu_s()
     for data in jpegs:
         with _loader(data, crop=crop)() as image:
             prepare_image(image)
-    return _cpu_s() - start
+    return cpu_s() - start
 
 
 def worker(client: str, url: str, concurrency: int, count: int, images: int) -> dict[str, Any]:
@@ -302,10 +280,10 @@ def worker(client: str, url: str, concurrency: int, count: int, images: int) -> 
     extra: dict[str, Any] = {}
     if client.startswith("cotforge"):
         extra["prep_cpu_s"] = _preparation_cpu_s(jpegs, crop=client == "cotforge-reencode")
-    _reset_peak_rss()
-    cpu_start, wall_start = _cpu_s(), time.perf_counter()
+    reset_peak_rss()
+    cpu_start, wall_start = cpu_s(), time.perf_counter()
     errors, details = asyncio.run(_RUNNERS[client](url, concurrency, count, jpegs))
-    wall, cpu = time.perf_counter() - wall_start, _cpu_s() - cpu_start
+    wall, cpu = time.perf_counter() - wall_start, cpu_s() - cpu_start
     return {
         "client": client,
         "concurrency": concurrency,
@@ -313,7 +291,7 @@ def worker(client: str, url: str, concurrency: int, count: int, images: int) -> 
         "errors": errors,
         "wall_s": wall,
         "cpu_s": cpu,
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": peak_rss_mib(),
         "mean_jpeg_bytes": sum(map(len, jpegs)) / len(jpegs),
         **extra,
         **details,

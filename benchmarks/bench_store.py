@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 import duckdb
+from measure import peak_rss_mib
 
 from cotforge.store import Store
 
@@ -99,12 +99,6 @@ def _batch(
     return requests, rationales
 
 
-def _peak_rss_mib() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
 def write_phase(path: Path, rows: int, batch: int) -> dict:
     """Write ``rows`` request+rationale pairs through the Store API; only Store calls are timed."""
     rng = random.Random(0)
@@ -121,7 +115,7 @@ def write_phase(path: Path, rows: int, batch: int) -> dict:
     tick = time.perf_counter()
     store.close()  # includes the final checkpoint, so it is part of the write cost
     seconds += time.perf_counter() - tick
-    return {"seconds": seconds, "rss": _peak_rss_mib(), "file_mib": path.stat().st_size / 2**20}
+    return {"seconds": seconds, "rss": peak_rss_mib(), "file_mib": path.stat().st_size / 2**20}
 
 
 def read_phase(path: Path, rows: int) -> dict:
@@ -133,7 +127,7 @@ def read_phase(path: Path, rows: int) -> dict:
     if frame.height != rows:
         msg = f"read back {frame.height} rows, wrote {rows}"
         raise RuntimeError(msg)
-    return {"seconds": seconds, "rss": _peak_rss_mib(), "frame_mib": frame.estimated_size() / 2**20}
+    return {"seconds": seconds, "rss": peak_rss_mib(), "frame_mib": frame.estimated_size() / 2**20}
 
 
 def executemany_phase(path: Path, rows: int) -> dict:
@@ -154,7 +148,7 @@ def executemany_phase(path: Path, rows: int) -> dict:
         con.executemany(sql, [[record[n] for n in names] for record in records])
     con.commit()
     con.close()
-    return {"seconds": time.perf_counter() - started, "rss": _peak_rss_mib()}
+    return {"seconds": time.perf_counter() - started, "rss": peak_rss_mib()}
 
 
 PHASES = {"write": write_phase, "read": read_phase, "executemany": executemany_phase}

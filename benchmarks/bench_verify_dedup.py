@@ -31,18 +31,16 @@ The last lines are ``RESULT verify_rationales_per_s=<n> target>=5000`` and
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import json
 import random
 import re
-import resource
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from measure import peak_rss_mib, reset_peak_rss
 
 from cotforge.dedup import Cluster, cluster
 from cotforge.minhash import MinHashIndex, normalize
@@ -55,26 +53,6 @@ _WORD_SPLIT = re.compile(r"(\w+)")
 # ----------------------------------------------------------------------------------------------
 # Shared helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def _peak_rss_mib() -> float:
-    """Peak resident memory since the last :func:`_reset_peak_rss` (or since the start)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-def _reset_peak_rss() -> None:
-    """Start a new peak-RSS window (Linux: ``5 > /proc/self/clear_refs``), so that building the
-    inputs does not count as the measured step's memory."""
-    gc.collect()
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
 
 
 def _records() -> list[str]:
@@ -221,7 +199,7 @@ def clustered_pairs(clusters: Sequence[Cluster]) -> set[tuple[str, str]]:
 
 
 def run_cotforge(corpus: Corpus) -> dict[str, float]:
-    _reset_peak_rss()
+    reset_peak_rss()
     started = time.perf_counter()
     index = MinHashIndex()
     pairs = index.add(corpus.ids, corpus.texts)
@@ -231,7 +209,7 @@ def run_cotforge(corpus: Corpus) -> dict[str, float]:
     return {
         "docs": len(corpus.ids),
         "seconds": seconds,
-        "rss": _peak_rss_mib(),
+        "rss": peak_rss_mib(),
         "precision": precision,
         "recall": recall,
     }
@@ -241,7 +219,7 @@ def run_datasketch(corpus: Corpus, *, threshold: float, shingle_size: int) -> di
     """datasketch on the same shingles: normalised words joined in runs of ``shingle_size``."""
     from datasketch import MinHash, MinHashLSH
 
-    _reset_peak_rss()
+    reset_peak_rss()
     started = time.perf_counter()
     lsh = MinHashLSH(threshold=threshold, num_perm=128)
     found: list[tuple[str, str]] = []
@@ -260,7 +238,7 @@ def run_datasketch(corpus: Corpus, *, threshold: float, shingle_size: int) -> di
     return {
         "docs": len(corpus.ids),
         "seconds": seconds,
-        "rss": _peak_rss_mib(),
+        "rss": peak_rss_mib(),
         "precision": precision,
         "recall": recall,
     }
@@ -375,13 +353,13 @@ def verify_section(args: argparse.Namespace) -> str:
     corpus = verify_corpus(args.docs)
     matchers = {dataset: ClassMatcher.for_dataset(dataset) for dataset, _, _ in corpus}
     truths = {(dataset, label): matchers[dataset].find(label)[0] for dataset, label, _ in corpus}
-    _reset_peak_rss()
+    reset_peak_rss()
     started, cpu = time.perf_counter(), time.process_time()
     for _, _, text in corpus:
         parse(text)
     parse_seconds = time.perf_counter() - started
     parse_cpu = time.process_time() - cpu
-    _reset_peak_rss()
+    reset_peak_rss()
     started, cpu = time.perf_counter(), time.process_time()
     passed = 0
     for dataset, label, text in corpus:
@@ -391,7 +369,7 @@ def verify_section(args: argparse.Namespace) -> str:
         passed += accepted(results)
     verify_seconds = time.perf_counter() - started
     verify_cpu = time.process_time() - cpu
-    rss = _peak_rss_mib()
+    rss = peak_rss_mib()
     rate = len(corpus) / verify_seconds
     _print_table(
         f"verify: {len(corpus):,} rationales of 2.4-4.6k characters (real records, 3% of words "
