@@ -785,3 +785,48 @@ def test_reads_after_stats_still_work(store: Store) -> None:
     store.stats()
     assert store.table("rationales").height == 0
     assert store.rationales_for_verify(only_unverified=True).height == 0
+
+
+def test_readers_of_texts_work_beyond_duckdbs_memory_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """60 MB of text under a 32 MiB limit, as 100k real rationales are under the real 256 MiB:
+    sorting them in DuckDB ran out of its memory; the readers return every row, in order."""
+    monkeypatch.setattr(store_module, "_MEMORY_LIMIT", "32MiB")
+    count = 15_000
+    order = list(range(count))
+    random.Random(0).shuffle(order)
+    with Store.open(tmp_path / "big.duckdb") as db:
+        db.add_images(
+            [
+                {
+                    "image_id": f"cub/train/{k}.jpg",
+                    "dataset": "cub",
+                    "split": "train",
+                    "key": f"{k}.jpg",
+                    "class_index": k,
+                    "label": str(k),
+                    "class_name": f"class {k}",
+                }
+                for k in range(3)
+            ]
+        )
+        db.add_rationales(
+            [
+                {
+                    "rationale_id": f"r{n:05d}",
+                    "sample_id": f"cub/train/{n % 3}.jpg",
+                    "raw_text": (f"rationale {n} " * 400)[:4000],
+                }
+                for n in order
+            ]
+        )
+        ids = [f"r{n:05d}" for n in range(count)]
+        assert db.rationales_for_verify(only_unverified=True)["rationale_id"].to_list() == ids
+        dedup = db.rationales_for_dedup()
+        assert dedup.columns == ["rationale_id", "text", "dataset", "class_index"]
+        assert sorted(dedup["rationale_id"].to_list()) == ids
+        review = db.review_candidates(only="all")
+        assert review.height == count
+        assert review["class_index"].is_sorted()
+        assert review.filter(pl.col("class_index") == 0)["rationale_id"].to_list() == ids[::3]
