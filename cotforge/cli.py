@@ -371,6 +371,10 @@ def verify(
     all_rationales: Annotated[
         bool, typer.Option("--all", help="verify every rationale again, not only new ones")
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="processes running the checks [one per core from 2,000 on]"),
+    ] = None,
     judge: Annotated[
         bool,
         typer.Option(
@@ -394,6 +398,7 @@ def verify(
     flags = {
         "required": required.split(",") if required else None,
         "allow_missing_year": allow_missing_year,
+        "workers": workers,
     }
     options = resolve(VerifyOptions, section="verify", flags=flags, config_file=config)
     with Store.open(global_options(store, config).store) as db:

@@ -256,6 +256,11 @@ class VerifyOptions(Options):
     batch_size: int = Field(
         2000, ge=1, description="rationales per verdict write; a crash loses at most one batch"
     )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="processes running the checks [one per core from 2,000 rationales, else 1]",
+    )
 
     @field_validator("required", "leakage_phrases", mode="before")
     @classmethod

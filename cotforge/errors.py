@@ -62,3 +62,7 @@ class ReviewError(CotforgeError):
     """Human review in Argilla failed: no server or server environment, a refused API key, a
     dataset that does not match, or a server that stopped mid-way; the message says what to do
     and never contains the key."""
+
+
+class VerifyError(CotforgeError):
+    """Verification stopped for a reason outside any one rationale (a worker process died)."""

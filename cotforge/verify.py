@@ -24,21 +24,25 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.metadata import version
+from itertools import islice
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from rich.progress import Progress
 
 from cotforge.config import VERIFY_CHECKS, VerifyOptions
 from cotforge.data.annotations import ClassInfo
-from cotforge.errors import CotforgeError
+from cotforge.errors import CotforgeError, VerifyError
+from cotforge.process_map import WorkerDied, available_cores, process_map
 from cotforge.rationale import Rationale, parse
 from cotforge.scoring import ClassMatcher, Score, normalise, score
 
 if TYPE_CHECKING:
+    import polars as pl
     from rich.console import Console
 
     from cotforge.store import Store
@@ -765,6 +769,18 @@ class VerifySummary:
     accepted: int = 0
     failed: Counter[str] = field(default_factory=Counter)
     required: tuple[str, ...] = VERIFY_CHECKS
+    required_set: frozenset[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.required_set = frozenset(self.required)
+
+    def count(self, checks: CheckColumns) -> None:
+        """Count one rationale's checks, accepted as :func:`accepted` decides."""
+        names, passed, _ = checks
+        failed = [name for name, ok in zip(names, passed, strict=True) if not ok]
+        self.verified += 1
+        self.accepted += self.required_set.issubset(names) and self.required_set.isdisjoint(failed)
+        self.failed.update(failed)
 
     def rows(self) -> list[tuple[str, object]]:
         """(figure, value) pairs in reading order; a failure count per check, required or not."""
@@ -833,6 +849,113 @@ def _verify_record(
         return _all_failed(f"the checks could not read this record ({type(err).__name__}: {err})")
 
 
+# --- many rationales ------------------------------------------------------------------------
+
+StoredText = tuple[str | None, str | None, int | None]
+"""A stored rationale as the checks need it: its text, its image's dataset and class index."""
+
+CheckColumns = tuple[tuple[str, ...], tuple[bool, ...], tuple[str, ...]]
+"""One rationale's checks as (names, passed, reasons), the columns the verdicts table stores.
+Worker processes send these: unpickling named tuples cost the receiving process, which also
+writes the verdicts, 16 µs per rationale, against 2 µs for plain tuples."""
+
+PARALLEL_FROM = 2000
+"""From this many rationales :func:`verify_store` checks on every core by default: starting the
+worker processes costs about half a second, what one core needs for some 1,500 rationales."""
+_CHUNK = 256
+_WORKER: dict[str, object] = {}  # a worker process's options and class lookups
+
+
+def _columns(checks: Sequence[CheckResult]) -> CheckColumns:
+    names, passed, reasons = zip(*checks, strict=True)
+    return names, passed, reasons
+
+
+def _start_checker(options: VerifyOptions) -> None:
+    _WORKER.update(options=options, truths=_Truths())
+
+
+def _check_chunk(chunk: list[StoredText]) -> list[CheckColumns]:
+    options, truths = _WORKER["options"], _WORKER["truths"]
+    assert isinstance(options, VerifyOptions) and isinstance(truths, _Truths)
+    return [
+        _columns(_verify_record(text, dataset, index, truths, options))
+        for text, dataset, index in chunk
+    ]
+
+
+def _checked(
+    records: Iterable[StoredText], options: VerifyOptions, workers: int
+) -> Iterator[CheckColumns]:
+    """:func:`verify_many` as :data:`CheckColumns`."""
+    if workers <= 1:
+        truths = _Truths()
+        for text, dataset, index in records:
+            yield _columns(_verify_record(text, dataset, index, truths, options))
+        return
+    yield from process_map(
+        _check_chunk,
+        records,
+        workers=workers,
+        chunk_size=_CHUNK,
+        initializer=_start_checker,
+        initargs=(options,),
+    )
+
+
+def verify_many(
+    records: Iterable[StoredText], *, options: VerifyOptions | None = None, workers: int = 1
+) -> Iterator[list[CheckResult]]:
+    """The checks of each record, in order, on ``workers`` processes (1: this one).
+
+    The checks are pure Python, so one process uses one core; on this project's 2-core
+    machines two processes verify about 1.5 times as many rationales per second. Records are
+    read lazily and a record the checks cannot read fails them all (see :func:`verify_store`).
+    Raises :class:`~cotforge.process_map.WorkerDied` when a worker process is killed.
+    """
+    for names, passed, reasons in _checked(records, options or _DEFAULTS, workers):
+        yield list(map(CheckResult, names, passed, reasons))
+
+
+class _Verdicts:
+    """A batch of verdict rows gathered as columns: with seven rows per rationale, a dict per
+    row cost the writing process as much time as the store's insert."""
+
+    def __init__(self) -> None:
+        self.rationale_ids: list[str] = []
+        self.names: list[str] = []
+        self.passed: list[bool] = []
+        self.reasons: list[str] = []
+
+    def add(self, rationale_id: str, checks: CheckColumns) -> None:
+        names, passed, reasons = checks
+        self.rationale_ids.extend([rationale_id] * len(names))
+        self.names.extend(names)
+        self.passed.extend(passed)
+        self.reasons.extend(reasons)
+
+    def frame(self, *, required: Sequence[str], run_id: str) -> pl.DataFrame:
+        """The rows of the ``verdicts`` table, ``required`` marking the checks that decide."""
+        import polars as pl
+
+        return pl.DataFrame(
+            {
+                "rationale_id": self.rationale_ids,
+                "check_name": self.names,
+                "passed": self.passed,
+                "reason": self.reasons,
+            },
+            schema={
+                "rationale_id": pl.String,
+                "check_name": pl.String,
+                "passed": pl.Boolean,
+                "reason": pl.String,
+            },
+        ).with_columns(
+            required=pl.col("check_name").is_in(list(required)), run_id=pl.lit(run_id)
+        )
+
+
 def verify_store(
     store: Store,
     *,
@@ -846,44 +969,41 @@ def verify_store(
     interrupted continues where it stopped (each batch is one transaction: a crash loses at
     most one) and a second run does nothing. Without it every rationale is verified again and
     its verdicts replaced, e.g. after changing ``required`` or the bounds. A run of kind
-    ``verify`` records the options; none is recorded when there is nothing to verify.
+    ``verify`` records the options; none is recorded when there is nothing to verify. The
+    checks run on ``options.workers`` processes, by default one per core from
+    :data:`PARALLEL_FROM` rationales on.
     """
     o = options or _DEFAULTS
     todo = store.rationales_for_verify(only_unverified=only_new)
     summary = VerifySummary(run_id=None, required=tuple(o.required))
     if todo.height == 0:
         return summary
-    config = o.model_dump(mode="json") | {"only_new": only_new}
+    workers = o.workers or (available_cores() if todo.height >= PARALLEL_FROM else 1)
+    config = o.model_dump(mode="json") | {"only_new": only_new, "workers": workers}
     run_id = store.start_run("verify", config, {"cotforge": version("cotforge")})
     summary.run_id = run_id
-    truths = _Truths()
-    required = set(o.required)
-    with store.finishing(run_id), Progress(console=console, transient=True) as progress:
-        task = progress.add_task("verifying rationales", total=todo.height)
-        for batch in todo.iter_slices(o.batch_size):
-            verdicts: list[dict[str, object]] = []
-            for rationale_id, text, dataset, class_index in zip(
-                batch["rationale_id"].to_list(),
-                batch["raw_text"].to_list(),
-                batch["dataset"].to_list(),
-                batch["class_index"].to_list(),
-                strict=True,
-            ):
-                results = _verify_record(text, dataset, class_index, truths, o)
-                summary.verified += 1
-                summary.accepted += accepted(results, o)
-                summary.failed.update(c.name for c in results if not c.passed)
-                verdicts.extend(
-                    {
-                        "rationale_id": rationale_id,
-                        "check_name": c.name,
-                        "passed": c.passed,
-                        "required": c.name in required,
-                        "reason": c.reason,
-                        "run_id": run_id,
-                    }
-                    for c in results
-                )
-            store.upsert_verdicts(verdicts)
-            progress.advance(task, batch.height)
+    records = todo.select("raw_text", "dataset", "class_index").iter_rows()
+    try:
+        with (
+            store.finishing(run_id),
+            closing(_checked(records, o, workers)) as results,
+            Progress(console=console, transient=True) as progress,
+        ):
+            task = progress.add_task("verifying rationales", total=todo.height)
+            for batch in todo.iter_slices(o.batch_size):
+                verdicts = _Verdicts()
+                for rationale_id, checks in zip(
+                    batch["rationale_id"].to_list(), islice(results, batch.height), strict=True
+                ):
+                    summary.count(checks)
+                    verdicts.add(rationale_id, checks)
+                store.upsert_verdicts(verdicts.frame(required=o.required, run_id=run_id))
+                progress.advance(task, batch.height)
+    except WorkerDied as err:
+        msg = (
+            f"a verify worker process died ({err}); the verdicts written before it are kept: "
+            "run `cotforge verify` again to go on, with --workers 1 to check in one process "
+            "if it happens again"
+        )
+        raise VerifyError(msg) from err
     return summary

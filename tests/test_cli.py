@@ -248,6 +248,20 @@ def test_import_verify_dedup_report_on_the_real_records() -> None:
     assert figures["duplicates"] == 0
 
 
+def test_verify_workers_flag_reaches_the_run_and_rejects_zero() -> None:
+    assert run("import", str(SAMPLE))[0] == 0
+    code, _, err = run("verify", "--workers", "0")
+    assert code != 0
+    assert "--workers" in err
+    code, _, err = run("verify", "--workers", "2")
+    assert code == 0, err
+    with Store.open(Path("cotforge.duckdb"), read_only=True) as db:
+        runs = db.table("runs", where={"kind": "verify"})
+        accepted = db.stats()["accepted"]
+    assert json.loads(runs["config"][0])["workers"] == 2
+    assert accepted == 12
+
+
 def test_import_of_a_missing_file_is_one_line() -> None:
     code, _, err = run("import", "nowhere.json")
     assert code != 0

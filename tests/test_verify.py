@@ -11,8 +11,11 @@ import dataclasses
 import doctest
 import io
 import json
+import multiprocessing
+import os
 import random
 import re
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +26,7 @@ from rich.console import Console
 from cotforge import verify
 from cotforge.config import VERIFY_CHECKS, VerifyOptions, resolve
 from cotforge.data.annotations import ClassInfo
-from cotforge.errors import ConfigError
+from cotforge.errors import ConfigError, VerifyError
 from cotforge.rationale import Rationale, parse
 from cotforge.scoring import ClassMatcher, extract_answer
 from cotforge.store import Store
@@ -37,6 +40,7 @@ from cotforge.verify import (
     length,
     structure,
     super_category,
+    verify_many,
     verify_rationale,
     verify_store,
 )
@@ -920,6 +924,111 @@ def test_a_rationale_without_any_text_fails_every_check(tmp_path: Path) -> None:
             not passed and reason.startswith("no text")
             for passed, _, reason in _verdicts(store)["r"].values()
         )
+
+
+# --- on several processes --------------------------------------------------------------------
+
+
+def _comparable(store: Store):
+    return store.table("verdicts").drop("run_id", "created_at").sort("rationale_id", "check_name")
+
+
+def test_verify_many_gives_the_same_results_on_two_processes() -> None:
+    records = [(r.text, r.dataset, r.truth.index) for r in RECORDS]
+    chinese = inject(RECORDS[4], "这只鸟的翅膀是棕色的。")[0]
+    records += [
+        (None, "cub", 0),
+        (RECORDS[0].text, "moths", 1),
+        (RECORDS[0].text, None, None),
+        (chinese, RECORDS[4].dataset, RECORDS[4].truth.index),
+    ]
+    one = list(verify_many(records))
+    two = list(verify_many(records, workers=2))
+    assert two == one
+    assert all(isinstance(check, CheckResult) for checks in two for check in checks)
+    assert [accepted(checks) for checks in one] == [True] * len(RECORDS) + [False] * 4
+
+
+def test_verify_store_on_two_processes_writes_the_same_verdicts(filled, tmp_path: Path) -> None:
+    store, good = filled
+    summary = verify_store(store, options=VerifyOptions(workers=2, batch_size=5))
+    assert (summary.verified, summary.accepted) == (18, len(good))
+    run = store.table("runs", where={"run_id": summary.run_id}).row(0, named=True)
+    assert json.loads(run["config"])["workers"] == 2
+    on_two = _comparable(store)
+    again = verify_store(store, options=VerifyOptions(workers=1), only_new=False)
+    assert again.failed == summary.failed
+    assert _comparable(store).equals(on_two)
+
+
+@pytest.fixture
+def many(tmp_path: Path):
+    """A store with 1,500 rationales: the real records over and over, on their own images."""
+    with Store.open(tmp_path / "many.duckdb") as store:
+        store.add_images([_image_row(record, record.image) for record in RECORDS])
+        store.add_rationales(
+            [
+                {
+                    "rationale_id": f"r{n:05d}",
+                    "sample_id": f"{RECORDS[n % 12].dataset}/train/{RECORDS[n % 12].image}",
+                    "raw_text": RECORDS[n % 12].text,
+                }
+                for n in range(1500)
+            ]
+        )
+        yield store
+
+
+def test_a_killed_worker_stops_the_run_with_advice_and_the_rerun_resumes(
+    many: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = Store.upsert_verdicts
+
+    def kill_workers_first(self: Store, rows) -> int:
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signal.SIGKILL)
+        monkeypatch.setattr(Store, "upsert_verdicts", real)
+        return real(self, rows)
+
+    monkeypatch.setattr(Store, "upsert_verdicts", kill_workers_first)
+    options = VerifyOptions(workers=2, batch_size=256)
+    with pytest.raises(VerifyError, match=r"worker process died .* run `cotforge verify` again"):
+        verify_store(many, options=options)
+    assert store_status(many) == ["failed"]
+    assert not multiprocessing.active_children()
+    written = many.table("verdicts").height // len(VERIFY_CHECKS)
+    assert written % 256 == 0 and 256 <= written < 1500
+    resumed = verify_store(many, options=options)
+    assert resumed.verified == 1500 - written
+    assert resumed.accepted == resumed.verified
+    assert many.table("verdicts").height == 1500 * len(VERIFY_CHECKS)
+
+
+def test_ctrl_c_on_two_processes_stops_the_workers_and_the_rerun_resumes(
+    many: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = Store.upsert_verdicts
+    calls: list[int] = []
+
+    def interrupt_second(self: Store, rows) -> int:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, rows)
+
+    monkeypatch.setattr(Store, "upsert_verdicts", interrupt_second)
+    options = VerifyOptions(workers=2, batch_size=300)
+    with pytest.raises(KeyboardInterrupt):
+        verify_store(many, options=options)
+    assert store_status(many) == ["interrupted"]
+    assert not multiprocessing.active_children()
+    assert many.table("verdicts").height == 300 * len(VERIFY_CHECKS)
+    monkeypatch.setattr(Store, "upsert_verdicts", real)
+    assert verify_store(many, options=options).verified == 1200
+
+
+def store_status(store: Store) -> list[str]:
+    return store.table("runs", where={"kind": "verify"})["status"].to_list()
 
 
 # --- throughput (printed, not asserted) ------------------------------------------------------
