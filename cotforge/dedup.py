@@ -12,7 +12,7 @@ The exact and near-duplicate pairs come from :mod:`cotforge.minhash`; embedding 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,13 @@ from rich.console import Console
 from rich.progress import Progress
 
 from cotforge.errors import MissingExtraError
-from cotforge.minhash import DuplicateKind, DuplicatePair
+from cotforge.minhash import (
+    DuplicateKind,
+    DuplicatePair,
+    IndexRows,
+    MinHashIndex,
+    MinHashParams,
+)
 
 if TYPE_CHECKING:
     from cotforge.config import DedupOptions
@@ -319,20 +325,9 @@ def run_dedup(
     flagged. Embedding pairs (``options.embeddings``) are computed for the new rationales
     against all of their group.
     """
-    from cotforge.minhash import MinHashIndex
-
     name = _index_name(options)
-    stored = store.load_dedup_index(name)
-    index = (
-        MinHashIndex.from_bytes(stored)
-        if stored is not None
-        else MinHashIndex(
-            num_perm=options.num_perm,
-            shingle_size=options.shingle_size,
-            threshold=options.threshold,
-            seed=options.seed,
-        )
-    )
+    index = _load_index(store, name, options, console)
+    stored = len(index)
     new = store.rationales_for_dedup(exclude=index.ids)
     config = options.model_dump(mode="json")
     run_id = store.start_run("dedup", config, {"cotforge": version("cotforge")})
@@ -363,11 +358,70 @@ def run_dedup(
         store.upsert_duplicates(duplicate_rows(changed, run_id=run_id))
         if ids:
             store.save_dedup_index(
-                name, params=config, data=index.to_bytes(), documents=len(index)
+                name,
+                params=config | {"minhash": asdict(index.params)},
+                documents=_index_frame(index.rows(stored)),
+                start=stored,
             )
         store.finish_run(run_id, "ok")
     flagged = store.table("duplicates").filter(~pl.col("kept")).height
     return DedupSummary(run_id, len(ids), len(index), counts, len(changed), flagged)
+
+
+def _load_index(
+    store: Store, name: str, options: DedupOptions, console: Console | None
+) -> MinHashIndex:
+    """The stored index ``name``, or a new one when there is none. The index only saves
+    hashing: one the store cannot read is rebuilt from the rationales, with a warning."""
+    stored = store.load_dedup_index(name)
+    if stored is not None:
+        params, rows = stored
+        try:
+            minhash = MinHashParams(**params["minhash"])
+            signatures = np.frombuffer(b"".join(rows["signature"].to_list()), dtype=np.uint32)
+            return MinHashIndex.from_rows(
+                minhash,
+                IndexRows(
+                    ids=rows["rationale_id"].to_list(),
+                    keys=rows["exact_key"].to_numpy(),
+                    groups=rows["group_key"].to_numpy(),
+                    in_lsh=rows["in_lsh"].to_numpy(),
+                    signatures=signatures.reshape(-1, minhash.num_perm),
+                ),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            if console is not None:
+                console.print(
+                    f"[yellow]the stored dedup index {name} cannot be read ({err}); "
+                    "rebuilding it from the rationales[/yellow]"
+                )
+    return MinHashIndex(
+        num_perm=options.num_perm,
+        shingle_size=options.shingle_size,
+        threshold=options.threshold,
+        seed=options.seed,
+    )
+
+
+def _index_frame(rows: IndexRows) -> pl.DataFrame:
+    """Index documents as the store's ``dedup_signatures`` columns (a signature's 128 uint32
+    as one 512-byte BLOB)."""
+    return pl.DataFrame(
+        {
+            "rationale_id": list(rows.ids),
+            "exact_key": rows.keys,
+            "group_key": rows.groups,
+            "in_lsh": rows.in_lsh,
+            "signature": [signature.tobytes() for signature in rows.signatures],
+        },
+        schema={
+            "rationale_id": pl.String,
+            "exact_key": pl.UInt64,
+            "group_key": pl.UInt64,
+            "in_lsh": pl.Boolean,
+            "signature": pl.Binary,
+        },
+    )
 
 
 def _new_embedding_pairs(

@@ -246,12 +246,32 @@ _SCHEMA_V5 = [
     )""",
 ]
 
+_SCHEMA_V6 = [
+    # The dedup index one row per document (its signature is 512 bytes), so a rerun appends the
+    # new ones. The whole index as one BLOB needed about 8 times its size in DuckDB's memory and
+    # failed from 60 MB (about 100k rationales) under the store's 256 MiB; the BLOBs of older
+    # stores are dropped, and the next dedup rebuilds the index from the rationales.
+    "DELETE FROM dedup_index",
+    "ALTER TABLE dedup_index DROP COLUMN data",
+    """CREATE TABLE dedup_signatures (
+        name VARCHAR NOT NULL,
+        position INTEGER NOT NULL,
+        rationale_id VARCHAR NOT NULL,
+        exact_key UBIGINT NOT NULL,
+        group_key UBIGINT NOT NULL,
+        in_lsh BOOLEAN NOT NULL,
+        signature BLOB NOT NULL,
+        PRIMARY KEY (name, position)
+    )""",
+]
+
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, _SCHEMA_V1),
     (2, _SCHEMA_V2),
     (3, _SCHEMA_V3),
     (4, _SCHEMA_V4),
     (5, _SCHEMA_V5),
+    (6, _SCHEMA_V6),
 ]
 """Ordered (version, statements); opening a store applies those above its version."""
 
@@ -1073,20 +1093,51 @@ class Store:
             "GROUP BY r.rationale_id, r.created_at"
         ).pl()
 
-    def load_dedup_index(self, name: str) -> bytes | None:
-        """The serialised dedup index called ``name``, or None when there is none yet."""
-        rows = self._con.execute("SELECT data FROM dedup_index WHERE name = ?", [name]).fetchall()
-        return bytes(rows[0][0]) if rows else None
+    def load_dedup_index(self, name: str) -> tuple[dict[str, Any], pl.DataFrame] | None:
+        """The params of the dedup index ``name`` and its documents in the order they were
+        added (``rationale_id``, ``exact_key``, ``group_key``, ``in_lsh``, ``signature``), or
+        None when there is none or it lacks rows (a crash cannot leave that: rows and count
+        are written together)."""
+        head = self._con.execute(
+            "SELECT params, documents FROM dedup_index WHERE name = ?", [name]
+        ).fetchall()
+        if not head:
+            return None
+        params, documents = head[0]
+        rows = self._sorted(
+            "SELECT position, rationale_id, exact_key, group_key, in_lsh, signature "
+            "FROM dedup_signatures WHERE name = $name",
+            by=["position"],
+            params={"name": name},
+            drop=["position"],
+        )
+        if rows.height != documents:
+            return None
+        return json.loads(params), rows
 
     def save_dedup_index(
-        self, name: str, *, params: Mapping[str, Any], data: bytes, documents: int
+        self, name: str, *, params: Mapping[str, Any], documents: pl.DataFrame, start: int
     ) -> None:
-        """Store (or replace) the serialised dedup index ``name`` in one transaction."""
+        """Write the documents of the dedup index ``name`` from position ``start`` on (those
+        before are kept, later ones replaced) and its params, in one transaction."""
+        rows = documents.select(
+            pl.lit(name).alias("name"),
+            pl.int_range(start, start + documents.height, dtype=pl.Int32).alias("position"),
+            "rationale_id",
+            "exact_key",
+            "group_key",
+            "in_lsh",
+            "signature",
+        )
         with self.transaction():
             self._con.execute(
-                "INSERT OR REPLACE INTO dedup_index (name, params, data, documents, updated_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [name, _JSON.encode(dict(params)), data, documents, _utcnow()],
+                "DELETE FROM dedup_signatures WHERE name = ? AND position >= ?", [name, start]
+            )
+            self._insert("dedup_signatures", rows, key=("name", "position"), on_conflict="ignore")
+            self._con.execute(
+                "INSERT OR REPLACE INTO dedup_index (name, params, documents, updated_at) "
+                "VALUES (?, ?, ?, ?)",
+                [name, _JSON.encode(dict(params)), start + documents.height, _utcnow()],
             )
 
     def rationale_profiles(self, *, run_id: str | None = None) -> pl.DataFrame:

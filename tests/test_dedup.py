@@ -8,7 +8,9 @@ whitespace only. The ground truth is known by construction.
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
+import io
 import json
 import os
 import random
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from rich.console import Console
 
 from cotforge import dedup, minhash
 from cotforge.config import DedupOptions
@@ -32,8 +35,9 @@ from cotforge.dedup import (
     embedding_pairs,
     run_dedup,
 )
-from cotforge.errors import MissingExtraError, StoreError
+from cotforge.errors import MissingExtraError
 from cotforge.minhash import (
+    BUCKET_NEIGHBOURS,
     DuplicatePair,
     MinHashIndex,
     MinHashParams,
@@ -370,11 +374,11 @@ def test_incremental_adds_equal_one_batch(planted: Planted) -> None:
     assert cluster(planted.ids, pieces) == cluster(planted.ids, whole)
 
 
-def test_save_and_load_round_trip(planted: Planted) -> None:
+def test_rows_round_trip_and_append(planted: Planted) -> None:
     half = len(planted.ids) // 2
     original = MinHashIndex(threshold=0.6, seed=3)
     original.add(planted.ids[:half], planted.texts[:half], groups=planted.groups[:half])
-    loaded = MinHashIndex.from_bytes(original.to_bytes())
+    loaded = MinHashIndex.from_rows(original.params, original.rows())
     assert loaded.params == original.params
     assert loaded.ids == original.ids
     assert np.array_equal(loaded.signatures(loaded.ids), original.signatures(original.ids))
@@ -382,14 +386,37 @@ def test_save_and_load_round_trip(planted: Planted) -> None:
     assert loaded.add(*rest, groups=planted.groups[half:]) == original.add(
         *rest, groups=planted.groups[half:]
     )
+    tail = original.rows(half)
+    assert list(tail.ids) == planted.ids[half:]
+    assert tail.signatures.shape == (len(planted.ids) - half, original.params.num_perm)
 
 
-def test_load_rejects_other_bytes() -> None:
-    with pytest.raises(StoreError, match="cannot read the saved dedup index"):
-        MinHashIndex.from_bytes(b"not an index")
-    data = bytearray(MinHashIndex().to_bytes())
-    with pytest.raises(StoreError, match="rebuild"):
-        MinHashIndex.from_bytes(bytes(data[: len(data) // 2]))
+def test_from_rows_rejects_columns_that_do_not_fit(planted: Planted) -> None:
+    index = MinHashIndex()
+    index.add(planted.ids[:10], planted.texts[:10])
+    rows = index.rows()
+    with pytest.raises(ValueError, match="do not make an index of 128 permutations"):
+        MinHashIndex.from_rows(index.params, dataclasses.replace(rows, keys=rows.keys[:5]))
+    with pytest.raises(ValueError, match="do not make an index of 64 permutations"):
+        MinHashIndex.from_rows(MinHashParams(num_perm=64, bands=16), rows)
+    with pytest.raises(ValueError, match="unique"):
+        MinHashIndex.from_rows(index.params, dataclasses.replace(rows, ids=["a"] * 10))
+
+
+def test_a_bucket_of_thousands_of_near_copies_stays_linear() -> None:
+    """2,000 light edits of one rationale share their buckets: all pairs would be 2 million
+    candidates per band; each is paired with its few predecessors in each band's bucket, and
+    all form one cluster."""
+    rng = random.Random(5)
+    text = RECORDS[0][1]
+    ids = [f"c{n:04d}" for n in range(2000)]
+    texts = [light_edit(text, rng) for _ in ids]
+    index = MinHashIndex()
+    pairs = index.add(ids[:1500], texts[:1500])
+    pairs += index.add(ids[1500:], texts[1500:])
+    assert len(pairs) <= len(ids) * BUCKET_NEIGHBOURS * index.params.bands < len(ids) ** 2 / 2
+    clusters = cluster(ids, pairs)
+    assert [len(c.members) for c in clusters] == [len(ids)]
 
 
 def test_index_defaults_and_empty_adds() -> None:
@@ -630,6 +657,37 @@ def test_run_dedup_keeps_the_best_verified_member(tmp_path: Path) -> None:
             ("better", "better", True),
             ("older", "better", False),
         ]
+
+
+def test_the_index_is_stored_per_document_and_appended(tmp_path: Path, planted) -> None:
+    with _store_with(tmp_path / "s.duckdb", planted, 20) as store:
+        run_dedup(store, DedupOptions())
+        rows = store.table("dedup_signatures")
+        assert rows.height == 20
+        assert rows["signature"].bin.size().unique().to_list() == [128 * 4]
+        first = rows.sort("position")
+    with _store_with(tmp_path / "s.duckdb", planted, 30) as store:
+        second = run_dedup(store, DedupOptions())
+        assert second.indexed == 10
+        grown = store.table("dedup_signatures").sort("position")
+        assert grown.height == 30
+        assert grown.head(20).equals(first)  # the stored ones are not rewritten
+        assert store.table("dedup_index")["documents"].to_list() == [30]
+
+
+def test_an_unreadable_index_is_rebuilt_with_a_warning(tmp_path: Path, planted) -> None:
+    with _store_with(tmp_path / "s.duckdb", planted, 20) as store:
+        first = run_dedup(store, DedupOptions())
+        clusters = store.table("duplicates").sort("rationale_id")
+        store._con.execute("UPDATE dedup_signatures SET signature = 'short'::BLOB")
+        out = io.StringIO()
+        again = run_dedup(store, DedupOptions(), console=Console(file=out, width=200))
+        assert "cannot be read" in out.getvalue() and "rebuilding" in out.getvalue()
+        assert again.indexed == 20 and again.total == first.total
+        assert store.table("duplicates").drop("run_id", "decided_at", strict=False).sort(
+            "rationale_id"
+        ).equals(clusters.drop("run_id", "decided_at", strict=False))
+        assert store.load_dedup_index(dedup._index_name(DedupOptions())) is not None
 
 
 def test_changed_minhash_settings_start_a_fresh_index(tmp_path: Path, planted) -> None:

@@ -209,6 +209,23 @@ def test_a_v1_store_gains_rationale_runs_and_the_dedup_index(tmp_path, monkeypat
         assert store.table("dedup_index").height == 0
 
 
+def test_a_v5_store_drops_its_dedup_blob_for_per_document_rows(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "cotforge.duckdb"
+    with monkeypatch.context() as patched:
+        patched.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:5])
+        with Store.open(path) as store:
+            store._con.execute(
+                "INSERT INTO dedup_index (name, params, data, documents) "
+                "VALUES ('minhash:x', '{}', 'old'::BLOB, 3)"
+            )
+    with Store.open(path) as store:
+        assert store.table("schema_version")["version"].to_list() == VERSIONS
+        assert store.table("dedup_index").columns == ["name", "params", "documents", "updated_at"]
+        assert store.table("dedup_index").height == 0
+        assert store.load_dedup_index("minhash:x") is None
+        assert store.table("dedup_signatures").height == 0
+
+
 def test_v1_file_is_migrated_when_a_v2_migration_is_added(tmp_path, monkeypatch) -> None:
     path = tmp_path / "cotforge.duckdb"
     with Store.open(path) as store:
