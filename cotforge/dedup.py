@@ -23,6 +23,7 @@ from rich.progress import Progress
 
 from cotforge.errors import MissingExtraError
 from cotforge.minhash import (
+    BUCKET_NEIGHBOURS,
     DuplicateKind,
     DuplicatePair,
     IndexRows,
@@ -214,7 +215,10 @@ def embedding_pairs(
     threshold: float = 0.95,
     model: Any = None,
 ) -> list[DuplicatePair]:
-    """Pairs of documents of one group whose embeddings have cosine >= ``threshold``.
+    """Pairs of documents of one group whose embeddings have cosine >= ``threshold``, each
+    document with at most :data:`~cotforge.minhash.BUCKET_NEIGHBOURS` earlier ones (its most
+    similar): a family of k near-copies would otherwise give k**2/2 pairs, and one link to an
+    earlier member puts a document in the family's cluster.
 
     Catches rewrites that keep the meaning but not the words, which shingles miss; slower (a
     transformer pass per 128 words) and looser, so the threshold is high. Cosines measured on
@@ -241,16 +245,32 @@ def embedding_pairs(
         index = np.array(group)
         step = max(_SIMILARITY_ENTRIES // len(index), 1)
         for low in range(0, len(index), step):
-            rows, later = index[low : low + step], index[low:]
-            similarity = vectors[rows] @ vectors[later].T
-            a, b = np.nonzero(similarity >= threshold)
-            keep = rows[a] < later[b]
-            a, b = a[keep], b[keep]
-            found.extend(
-                zip(rows[a].tolist(), later[b].tolist(), similarity[a, b].tolist(), strict=True)
-            )
+            found.extend(_earlier_neighbours(vectors, index, low, low + step, threshold))
     found.sort(key=lambda pair: (pair[1], pair[0]))
     return [DuplicatePair(ids[a], ids[b], "embedding", min(float(s), 1.0)) for a, b, s in found]
+
+
+def _earlier_neighbours(
+    vectors: np.ndarray, index: np.ndarray, low: int, high: int, threshold: float
+) -> Iterable[tuple[int, int, float]]:
+    """(earlier, later, cosine) for the documents ``index[low:high]`` of one group: each with
+    its most similar earlier documents of the group at ``threshold`` or above, at most
+    :data:`~cotforge.minhash.BUCKET_NEIGHBOURS` of them."""
+    later, candidates = index[low:high], index[:high]
+    similarity = vectors[later] @ vectors[candidates].T
+    position = np.arange(low, low + len(later))  # of each later document in ``index``
+    similarity[np.arange(len(candidates))[None, :] >= position[:, None]] = -np.inf  # not earlier
+    similarity[similarity < threshold] = -np.inf
+    keep = min(BUCKET_NEIGHBOURS, similarity.shape[1])
+    best = np.argpartition(-similarity, keep - 1, axis=1)[:, :keep]
+    values = np.take_along_axis(similarity, best, axis=1)
+    rows, columns = np.nonzero(np.isfinite(values))
+    return zip(
+        candidates[best[rows, columns]].tolist(),
+        later[rows].tolist(),
+        values[rows, columns].tolist(),
+        strict=True,
+    )
 
 
 # ----------------------------------------------------------------------------------------------

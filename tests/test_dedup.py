@@ -17,6 +17,7 @@ import random
 import re
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -574,6 +575,22 @@ def test_embedding_near_duplicates_with_minilm(minilm: object) -> None:
     assert (
         embedding_pairs(["r0", "e0"], [texts[0], edits[0]], groups=["x", "y"], model=minilm) == []
     )
+
+
+@pytest.mark.slow
+def test_embedding_pairs_of_a_big_family_stay_linear(minilm: object) -> None:
+    """30 light edits of one rationale and one other text: 435 pairs in all, but each edit
+    keeps its closest earlier ones only, and they still make one cluster."""
+    rng = random.Random(6)
+    texts = [light_edit(RECORDS[2][1], rng) for _ in range(30)] + [RECORDS[3][1]]
+    ids = [f"e{n:02d}" for n in range(len(texts))]
+    pairs = embedding_pairs(ids, texts, threshold=0.9, model=minilm)
+    assert 29 <= len(pairs) <= 29 * BUCKET_NEIGHBOURS
+    later_counts = Counter(pair.second for pair in pairs)
+    assert max(later_counts.values()) == BUCKET_NEIGHBOURS
+    assert all(ids.index(pair.first) < ids.index(pair.second) for pair in pairs)
+    clusters = cluster(ids, pairs)
+    assert [sorted(m.id for m in c.members) for c in clusters] == [ids[:30]]
 
 
 # --- dedup over the store ----------------------------------------------------------------------
