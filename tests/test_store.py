@@ -847,3 +847,17 @@ def test_readers_of_texts_work_beyond_duckdbs_memory_limit(
         assert review.height == count
         assert review["class_index"].is_sorted()
         assert review.filter(pl.col("class_index") == 0)["rationale_id"].to_list() == ids[::3]
+        db.add_rationales(
+            [
+                {"rationale_id": f"{root}-edit", "sample_id": "cub/train/0.jpg",
+                 "raw_text": "edited", "parent_id": root, "version": 2}
+                for root in ids[::7]
+            ]
+        )  # fmt: skip
+        chains = db.version_chains(ids)
+        assert chains.height == count + len(ids[::7])
+        assert chains["root_id"].is_sorted()
+        assert chains.filter(pl.col("root_id") == ids[7])["rationale_id"].to_list() == [
+            ids[7],
+            f"{ids[7]}-edit",
+        ]
