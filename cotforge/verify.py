@@ -769,18 +769,14 @@ class VerifySummary:
     accepted: int = 0
     failed: Counter[str] = field(default_factory=Counter)
     required: tuple[str, ...] = VERIFY_CHECKS
-    required_set: frozenset[str] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.required_set = frozenset(self.required)
 
     def count(self, checks: CheckColumns) -> None:
-        """Count one rationale's checks, accepted as :func:`accepted` decides."""
+        """Count one rationale's checks, accepted by the rule of :func:`accepted`."""
         names, passed, _ = checks
-        failed = [name for name, ok in zip(names, passed, strict=True) if not ok]
+        passed_names = {name for name, ok in zip(names, passed, strict=True) if ok}
         self.verified += 1
-        self.accepted += self.required_set.issubset(names) and self.required_set.isdisjoint(failed)
-        self.failed.update(failed)
+        self.accepted += passed_names.issuperset(self.required)
+        self.failed.update(name for name in names if name not in passed_names)
 
     def rows(self) -> list[tuple[str, object]]:
         """(figure, value) pairs in reading order; a failure count per check, required or not."""
