@@ -40,14 +40,14 @@ import re
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from measure import peak_rss_mib, reset_peak_rss
 
-from cotforge.dedup import Cluster, cluster
+from cotforge.dedup import cluster
 from cotforge.minhash import MinHashIndex, normalize
 from cotforge.scoring import ClassMatcher, extract_answer
 from cotforge.store import Store
@@ -196,11 +196,12 @@ def precision_recall(
     return hits / max(len(found), 1), hits / max(len(truth), 1)
 
 
-def clustered_pairs(clusters: Sequence[Cluster]) -> set[tuple[str, str]]:
-    """Every pair of documents that share a cluster, as sorted tuples."""
+def clustered_pairs(clusters: Iterable[Iterable[str]]) -> set[tuple[str, str]]:
+    """Every pair of documents that share a cluster (given as its member ids), as sorted
+    tuples."""
     pairs = set()
     for group in clusters:
-        members = sorted(member.id for member in group.members)
+        members = sorted(group)
         pairs.update((a, b) for i, a in enumerate(members) for b in members[i + 1 :])
     return pairs
 
@@ -212,7 +213,10 @@ def run_cotforge(corpus: Corpus) -> dict[str, float]:
     pairs = index.add(corpus.ids, corpus.texts)
     clusters = cluster(corpus.ids, pairs)
     seconds = time.perf_counter() - started
-    precision, recall = precision_recall(clustered_pairs(clusters), corpus.truth)
+    precision, recall = precision_recall(
+        clustered_pairs([member.id for member in group.members] for group in clusters),
+        corpus.truth,
+    )
     return {
         "docs": len(corpus.ids),
         "seconds": seconds,
@@ -247,13 +251,7 @@ def run_store_dedup(corpus: Corpus) -> dict[str, float]:
     members: dict[str, list[str]] = {}
     for cluster_id, rationale_id in zip(rows["cluster_id"], rows["rationale_id"], strict=True):
         members.setdefault(cluster_id, []).append(rationale_id)
-    found = {
-        (a, b)
-        for group in map(sorted, members.values())
-        for i, a in enumerate(group)
-        for b in group[i + 1 :]
-    }
-    precision, recall = precision_recall(found, corpus.truth)
+    precision, recall = precision_recall(clustered_pairs(members.values()), corpus.truth)
     return {
         "docs": len(corpus.ids),
         "seconds": seconds,
