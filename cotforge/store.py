@@ -802,16 +802,12 @@ class Store:
         if not rationale_ids:
             return 0
         ids = pl.DataFrame({"rationale_id": list(rationale_ids)}, schema={"rationale_id": pl.Utf8})
-        with self.transaction():
-            self._con.register("_cotforge_forget", ids)
-            try:
-                return self._con.execute(
-                    "DELETE FROM review_pushes WHERE dataset_name = ? AND rationale_id IN "
-                    "(SELECT rationale_id FROM _cotforge_forget)",
-                    [dataset_name],
-                ).fetchall()[0][0]
-            finally:
-                self._con.unregister("_cotforge_forget")
+        with self.transaction(), self._registered("_cotforge_forget", ids):
+            return self._con.execute(
+                "DELETE FROM review_pushes WHERE dataset_name = ? AND rationale_id IN "
+                "(SELECT rationale_id FROM _cotforge_forget)",
+                [dataset_name],
+            ).fetchall()[0][0]
 
     def add_exports(self, rows: Rows) -> int:
         """Record which rationale went into which shard row; an existing row is kept."""
@@ -867,6 +863,16 @@ class Store:
                 params.append(value)
         return " WHERE " + " AND ".join(clauses), params
 
+    @contextmanager
+    def _registered(self, name: str, data: pl.DataFrame | pa.Table) -> Iterator[None]:
+        """``data`` as the view ``name`` of the connection while the block runs (queries join
+        it like a table); unregistered afterwards whatever happens."""
+        self._con.register(name, data)
+        try:
+            yield
+        finally:
+            self._con.unregister(name)
+
     def _sorted(
         self, sql: str, *, by: Sequence[str], params: Any = None, drop: Sequence[str] = ()
     ) -> pl.DataFrame:
@@ -918,14 +924,11 @@ class Store:
         if not request_ids:
             return {}
         ids = pl.DataFrame({"request_id": list(request_ids)})
-        self._con.register("_cotforge_ids", ids.to_arrow())
-        try:
+        with self._registered("_cotforge_ids", ids.to_arrow()):
             rows = self._con.execute(
                 "SELECT q.request_id, q.response_text FROM requests q "
                 "JOIN _cotforge_ids USING (request_id) WHERE q.status = 'ok'"
             ).fetchall()
-        finally:
-            self._con.unregister("_cotforge_ids")
         return dict(rows)
 
     def predictions(self, prediction_ids: Sequence[str]) -> pl.DataFrame:
@@ -935,15 +938,12 @@ class Store:
         ids = pl.DataFrame(
             {"prediction_id": list(prediction_ids)}, schema={"prediction_id": pl.String}
         )
-        self._con.register("_cotforge_ids", ids.to_arrow())
-        try:
+        with self._registered("_cotforge_ids", ids.to_arrow()):
             return self._con.sql(
                 "SELECT p.* REPLACE (coalesce(p.raw_output, q.response_text) AS raw_output) "
                 "FROM predictions p JOIN _cotforge_ids USING (prediction_id) "
                 "LEFT JOIN requests q USING (request_id) ORDER BY p.prediction_id"
             ).pl()
-        finally:
-            self._con.unregister("_cotforge_ids")
 
     def planned_samples(self, dataset: str) -> pl.DataFrame:
         """The dataset's planned anchors with their image's split and key, and the negative
@@ -1062,8 +1062,7 @@ class Store:
         The anti-join runs in DuckDB, so an incremental dedup reads only the new texts.
         """
         skip = pl.DataFrame({"rationale_id": list(exclude)}, schema={"rationale_id": pl.String})
-        self._con.register("_cotforge_exclude", skip)
-        try:
+        with self._registered("_cotforge_exclude", skip):
             return self._sorted(
                 "SELECT r.rationale_id, coalesce(r.raw_text, q.response_text) AS text, "
                 "coalesce(i.dataset, s.dataset) AS dataset, "
@@ -1076,8 +1075,6 @@ class Store:
                 by=["created_at", "rationale_id"],
                 drop=["created_at"],
             )
-        finally:
-            self._con.unregister("_cotforge_exclude")
 
     def rationale_ranks(self) -> pl.DataFrame:
         """Per rationale: required checks failed, checks passed, and when it was made.
@@ -1255,8 +1252,7 @@ class Store:
         for start in range(0, len(ids), batch_rows):
             chunk = ids.slice(start, batch_rows)
             batch = pl.DataFrame({"rationale_id": chunk, "position": range(len(chunk))})
-            self._con.register("_cotforge_batch", batch)
-            try:
+            with self._registered("_cotforge_batch", batch):
                 yield self._con.sql(
                     "SELECT r.rationale_id, r.sample_id, r.request_id, q.model, "
                     f"q.created_at AS requested_at, {text} AS text, i.dataset, i.split, i.key, "
@@ -1267,8 +1263,6 @@ class Store:
                     "LEFT JOIN samples s ON s.sample_id = r.sample_id "
                     f"LEFT JOIN {self._LATEST_REVIEW} USING (rationale_id) ORDER BY b.position"
                 ).pl()
-            finally:
-                self._con.unregister("_cotforge_batch")
 
     def review_candidates(self, *, only: str, run_id: str | None = None) -> pl.DataFrame:
         """The rationales ``cotforge review push`` offers, newest versions only (an edited
@@ -1332,8 +1326,7 @@ class Store:
         in one query ran out of DuckDB's memory on 15k texts of 4 kB under a 32 MiB limit.
         """
         ids = pl.DataFrame({"rationale_id": list(rationale_ids)}, schema={"rationale_id": pl.Utf8})
-        self._con.register("_cotforge_roots", ids)
-        try:
+        with self._registered("_cotforge_roots", ids):
             chains = self._con.sql(
                 """WITH RECURSIVE chain(root_id, rationale_id) AS (
                     SELECT rationale_id, rationale_id FROM rationales
@@ -1344,10 +1337,7 @@ class Store:
                 )
                 SELECT root_id, rationale_id FROM chain"""
             ).pl()
-        finally:
-            self._con.unregister("_cotforge_roots")
-        self._con.register("_cotforge_chains", chains)
-        try:
+        with self._registered("_cotforge_chains", chains):
             return self._sorted(
                 """SELECT c.root_id, r.rationale_id, r.version, r.parent_id, r.sample_id,
                     coalesce(r.raw_text, q.response_text) AS text, i.dataset, i.class_index
@@ -1356,8 +1346,6 @@ class Store:
                 LEFT JOIN images i ON i.image_id = r.sample_id""",
                 by=["root_id", "version", "rationale_id"],
             )
-        finally:
-            self._con.unregister("_cotforge_chains")
 
     def question_answers(self) -> pl.DataFrame:
         """Every 'questions' request with the dataset its run planned for, oldest first: which
@@ -1426,8 +1414,7 @@ class Store:
         ``sample_ids`` and of the 'questions' requests of the teachers that wrote their
         rationales: the teachers and prompt versions behind a set of records."""
         ids = pl.DataFrame({"sample_id": list(sample_ids)}, schema={"sample_id": pl.String})
-        self._con.register("_cotforge_samples", ids)
-        try:
+        with self._registered("_cotforge_samples", ids):
             return self._con.sql(
                 """SELECT purpose, model, prompt_hash, count(*) AS requests FROM requests q
                 WHERE q.status = 'ok' AND (
@@ -1437,8 +1424,6 @@ class Store:
                         AND sample_id IN (SELECT sample_id FROM _cotforge_samples))))
                 GROUP BY ALL ORDER BY purpose, model, prompt_hash"""
             ).pl()
-        finally:
-            self._con.unregister("_cotforge_samples")
 
     def stats(self) -> dict[str, Any]:
         """Counts for ``cotforge stats``: what is planned, asked, accepted, failed, reviewed.
