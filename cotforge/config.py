@@ -36,6 +36,27 @@ from cotforge.errors import ConfigError
 CONFIG_FILE_NAME = "cotforge.toml"
 
 
+def _comma_list(value: object) -> object:
+    """A list given as one comma-separated string (environment variables, flags) split into
+    its items; anything else as it is, for pydantic to check."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _named_roots(value: object) -> object:
+    """``NAME=PATH`` items (comma-separated in one string, or a list); a bare ``PATH`` is
+    filed under ``*``, the root of every dataset."""
+    value = _comma_list(value)
+    if isinstance(value, list | tuple):
+        roots: dict[str, str] = {}
+        for item in value:
+            name, sep, path = str(item).partition("=")
+            roots[name.strip() if sep else "*"] = path.strip() if sep else name.strip()
+        return roots
+    return value
+
+
 class Options(BaseModel):
     """Base of every options model: unknown keys are errors, values are validated on assignment."""
 
@@ -266,9 +287,7 @@ class VerifyOptions(Options):
     @classmethod
     def _split_commas(cls, value: object) -> object:
         """Environment variables and flags give lists as one comma-separated string."""
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return _comma_list(value)
 
     @field_validator("required")
     @classmethod
@@ -347,9 +366,7 @@ class TeacherOptions(Options):
     @field_validator("teacher_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return _comma_list(value)
 
 
 class GenerateOptions(PlanOptions, TeacherOptions):
@@ -379,9 +396,7 @@ class GenerateOptions(PlanOptions, TeacherOptions):
     @field_validator("classes", mode="before")
     @classmethod
     def _split_classes(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return _comma_list(value)
 
 
 EXPORT_CONFIGS = ("sft", "tapo", "eval")
@@ -455,8 +470,7 @@ class ExportOptions(Options):
     @field_validator("configs", mode="before")
     @classmethod
     def _expand_all(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
+        value = _comma_list(value)
         if isinstance(value, list) and "all" in value:
             return list(EXPORT_CONFIGS)
         return value
@@ -472,17 +486,7 @@ class ExportOptions(Options):
     @field_validator("roots", mode="before")
     @classmethod
     def _parse_roots(cls, value: object) -> object:
-        """``NAME=PATH`` items (comma-separated in one string, or a list); a bare ``PATH``
-        is filed under ``*``, the root of every dataset."""
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if isinstance(value, list | tuple):
-            roots: dict[str, str] = {}
-            for item in value:
-                name, sep, path = str(item).partition("=")
-                roots[name.strip() if sep else "*"] = path.strip() if sep else name.strip()
-            return roots
-        return value
+        return _named_roots(value)
 
     @field_validator("max_shard_size", mode="before")
     @classmethod
@@ -538,7 +542,7 @@ class ReviewOptions(Options):
     @classmethod
     def _parse_roots(cls, value: object) -> object:
         """``NAME=PATH`` items, as ``cotforge export --root`` takes them."""
-        return ExportOptions._parse_roots(value)
+        return _named_roots(value)
 
 
 class EvalOptions(Options):
@@ -609,9 +613,7 @@ class EvalOptions(Options):
     @field_validator("datasets", mode="before")
     @classmethod
     def _split_datasets(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return _comma_list(value)
 
     @property
     def rows(self) -> Literal["paper", "test", "export"]:
