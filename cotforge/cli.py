@@ -19,6 +19,7 @@ from cotforge.cli_common import (
     StoreOpt,
     console,
     err_console,
+    existing_store,
     global_options,
     reports_errors,
 )
@@ -36,7 +37,6 @@ from cotforge.config import (
     VerifyOptions,
     resolve,
 )
-from cotforge.errors import CotforgeError
 
 if TYPE_CHECKING:
     from cotforge.data.base import Source
@@ -573,10 +573,7 @@ def export(
         "workers": workers,
     }
     options = resolve(ExportOptions, section="export", flags=flags, config_file=config)
-    path = global_options(store, config).store
-    if not path.exists():
-        msg = f"store {path} does not exist; run `cotforge generate` first or pass --store PATH"
-        raise CotforgeError(msg)
+    path = existing_store(store, config, made_by="generate")
     with Store.open(path) as db:
         summary = run_export(db, options, console=console)
     for note in summary.notes:
@@ -601,10 +598,7 @@ def report(
     options = resolve(
         ReportOptions, section="report", flags={"run_id": run, "out_dir": out}, config_file=config
     )
-    path = global_options(store, config).store
-    if not path.exists():
-        msg = f"store {path} does not exist; run `cotforge plan` first or pass --store PATH"
-        raise CotforgeError(msg)
+    path = existing_store(store, config, made_by="plan")
     with Store.open(path, read_only=True) as db:
         quality = build_report(db, run_id=options.run_id)
     print_report(quality, console)
@@ -623,10 +617,7 @@ def stats(
     from cotforge.report_tables import stats_table
     from cotforge.store import Store
 
-    path = global_options(store, config).store
-    if not path.exists():
-        msg = f"store {path} does not exist; run `cotforge plan` first or pass --store PATH"
-        raise CotforgeError(msg)
+    path = existing_store(store, config, made_by="plan")
     with Store.open(path, read_only=True) as db:
         figures = db.stats()
     if as_json:

@@ -58,3 +58,13 @@ def reports_errors(command: F) -> F:
 def global_options(store: Path | None, config: Path | None) -> GlobalOptions:
     """The store path and home folder, resolved like every other option."""
     return resolve(GlobalOptions, section=None, flags={"store": store}, config_file=config)
+
+
+def existing_store(store: Path | None, config: Path | None, *, made_by: str) -> Path:
+    """The store of a verb that reads what others wrote: a missing file is a user error naming
+    the verb ``made_by`` that makes it, rather than an empty store created in passing."""
+    path = global_options(store, config).store
+    if not path.exists():
+        msg = f"store {path} does not exist; run `cotforge {made_by}` first or pass --store PATH"
+        raise CotforgeError(msg)
+    return path

@@ -18,11 +18,11 @@ from cotforge.cli_common import (
     StoreOpt,
     console,
     err_console,
+    existing_store,
     global_options,
     reports_errors,
 )
 from cotforge.config import ReviewOptions, VerifyOptions, resolve
-from cotforge.errors import CotforgeError
 
 review_app = typer.Typer(
     help="Human review in Argilla: push rationales, pull decisions and edits, see progress.",
@@ -40,14 +40,6 @@ ApiUrlOpt = Annotated[str | None, typer.Option(help="Argilla server URL [env ARG
 
 def _options(config: Path | None, **flags: Any) -> ReviewOptions:
     return resolve(ReviewOptions, section="review", flags=flags, config_file=config)
-
-
-def _existing_store(store: Path | None, config: Path | None) -> Path:
-    path = global_options(store, config).store
-    if not path.exists():
-        msg = f"store {path} does not exist; run `cotforge generate` first or pass --store PATH"
-        raise CotforgeError(msg)
-    return path
 
 
 @review_app.command("push")
@@ -89,7 +81,7 @@ def push(
         roots=root or None,
         api_url=api_url,
     )
-    with Store.open(_existing_store(store, config)) as db:
+    with Store.open(existing_store(store, config, made_by="generate")) as db:
         summary = push_records(db, options, console=console)
     console.print(summary_table(f"review push {summary.run_id or '(nothing new)'}", summary.rows()))
 
@@ -115,7 +107,7 @@ def pull(
         config, dataset_name=dataset_name, workspace=workspace, policy=policy, api_url=api_url
     )
     verify_options = resolve(VerifyOptions, section="verify", flags={}, config_file=config)
-    with Store.open(_existing_store(store, config)) as db:
+    with Store.open(existing_store(store, config, made_by="generate")) as db:
         summary = pull_reviews(db, options, verify_options=verify_options, console=console)
     for note in summary.notes():
         err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
@@ -140,9 +132,10 @@ def status(
 
 def _status_tables(report: ReviewStatus) -> list[Table]:
     progress = Table(title=f"review progress: {report.dataset} at {report.url}")
-    for column in ("dataset", "class", "records", "reviewed", "complete", "accept", "edit"):
-        progress.add_column(column, justify="left" if column in ("dataset", "class") else "right")
-    progress.add_column("reject", justify="right")
+    progress.add_column("dataset")
+    progress.add_column("class")
+    for column in ("records", "reviewed", "complete", "accept", "edit", "reject"):
+        progress.add_column(column, justify="right")
     for entry in report.classes:
         progress.add_row(
             entry.dataset,
