@@ -32,7 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cotforge.config import ExportOptions, VerifyOptions
 from cotforge.data.base import ImageRecord
-from cotforge.errors import CorruptImageError, CotforgeError, ReviewError
+from cotforge.errors import CorruptImageError, ReviewError
 from cotforge.export.images import ImageFiles, ImageRef, ordered_map
 from cotforge.export.rows import Catalog, Questions
 from cotforge.export.run import build_catalog
@@ -53,8 +53,7 @@ from cotforge.review_records import (
     content_hash,
     image_data_uri,
 )
-from cotforge.scoring import ClassMatcher
-from cotforge.verify import CheckResult, verify_rationale
+from cotforge.verify import accepted, verify_many
 
 if TYPE_CHECKING:
     import argilla as rg
@@ -483,6 +482,7 @@ class _PullWriter:
         self.now = _utcnow()
         self.reviews: list[dict[str, Any]] = []
         self.rationales: list[dict[str, Any]] = []
+        self.new_versions: list[_Version] = []
         self.verdicts: list[dict[str, Any]] = []
         self.decisions: Counter[str] = Counter()
         self.accepted = 0
@@ -490,26 +490,28 @@ class _PullWriter:
     def add(self, root: str, by_user: Mapping[str, _Response]) -> None:
         chain = self.chains[root]
         original = chain[0]
-        dated = {}
-        for reviewer, response in by_user.items():
-            edited = response.edited if response.edited != original.text else None
-            row = self._row(
-                root, reviewer, response.decision, response.problems, edited, response.notes
+        rows = {
+            reviewer: self._row(
+                root,
+                reviewer,
+                response.decision,
+                response.problems,
+                response.edited if response.edited != original.text else None,
+                response.notes,
             )
-            dated[reviewer] = (row["submitted_at"], row)
-        decision = curate(
-            [row["decision"] for _, row in dated.values()], policy=self.options.policy
-        )
+            for reviewer, response in by_user.items()
+        }
+        decision = curate([row["decision"] for row in rows.values()], policy=self.options.policy)
         self.decisions[decision] += 1
         edits = sorted(
-            (at, reviewer, row["edited_text"])
-            for reviewer, (at, row) in dated.items()
+            (row["submitted_at"], reviewer, row["edited_text"])
+            for reviewer, row in rows.items()
             if row["decision"] == "edit" and row["edited_text"]
         )
         text = edits[-1][2] if decision == "edit" and edits else None
-        at = max(at for at, _ in dated.values()) + _POLICY_DELAY
-        problems = tuple(sorted({p for _, row in dated.values() for p in row["problems"] or ()}))
-        votes = "; ".join(f"{r}: {row['decision']}" for r, (_, row) in sorted(dated.items()))
+        at = max(row["submitted_at"] for row in rows.values()) + _POLICY_DELAY
+        problems = tuple(sorted({p for row in rows.values() for p in row["problems"] or ()}))
+        votes = "; ".join(f"{r}: {row['decision']}" for r, row in sorted(rows.items()))
         self._row(root, self.curator, decision, problems, text, votes, at=at)
         latest = chain[-1]
         if text is not None and text != latest.text:
@@ -571,25 +573,22 @@ class _PullWriter:
                 "prediction": parsed.prediction,
             }
         )
-        self.chains[root] = [*self.chains[root], new]
+        self.new_versions.append(new)
         return new
 
     def verify_new(self, run_id: str) -> None:
-        """Verify every new version (as ``cotforge verify`` would) and stamp the run."""
+        """Verify every new version (as ``cotforge verify`` does) and stamp the run."""
         required = set(self.verify_options.required)
-        for rationale in self.rationales:
+        checked = verify_many(
+            ((v.text, v.dataset, v.class_index) for v in self.new_versions),
+            options=self.verify_options,
+        )
+        for rationale, results in zip(self.rationales, checked, strict=True):
             rationale["run_id"] = run_id
-            version = next(
-                v
-                for chain in self.chains.values()
-                for v in chain
-                if v.rationale_id == rationale["rationale_id"]
-            )
-            results = self._check(version)
-            self.accepted += all(r.passed for r in results if r.name in required)
+            self.accepted += accepted(results, self.verify_options)
             self.verdicts.extend(
                 {
-                    "rationale_id": version.rationale_id,
+                    "rationale_id": rationale["rationale_id"],
                     "check_name": r.name,
                     "passed": r.passed,
                     "required": r.name in required,
@@ -598,17 +597,6 @@ class _PullWriter:
                 }
                 for r in results
             )
-
-    def _check(self, version: _Version) -> list[CheckResult]:
-        try:
-            matcher = ClassMatcher.for_dataset(version.dataset or "")
-            truth = next(c for c in matcher.annotations.classes if c.index == version.class_index)
-        except (CotforgeError, StopIteration):
-            reason = f"class {version.class_index} of dataset {version.dataset!r} is unknown"
-            return [CheckResult(name, False, reason) for name in self.verify_options.required]
-        return verify_rationale(
-            parse(version.text or ""), truth=truth, matcher=matcher, options=self.verify_options
-        )
 
 
 # --- status ---------------------------------------------------------------------------------
