@@ -28,8 +28,6 @@ The last line is ``RESULT export_mb_per_s=<MB/s at N records> target>=50``.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import io
 import json
 import random
@@ -41,7 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from measure import peak_rss_mib
+from measure import peak_rss_mib, reset_peak_rss
 from PIL import Image, ImageDraw, ImageFilter
 
 from cotforge.data.annotations import load_annotations
@@ -179,12 +177,6 @@ def _rss_mib() -> float:
     return float("nan")
 
 
-def _reset_peak() -> None:
-    gc.collect()
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-
-
 def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -197,7 +189,7 @@ def export_phase(store: str, out: str, workers: str) -> dict:
     with Store.open(Path(store)) as db:
         import datasets  # noqa: F401  (imported before the window, as run_export would)
 
-        _reset_peak()
+        reset_peak_rss()
         before = _rss_mib()
         started = time.perf_counter()
         summary = run_export(db, options)
@@ -226,7 +218,7 @@ def baseline_phase(store: str, root: str, out: str) -> dict:
             ("text", pa.string()),
         ]
     )
-    _reset_peak()
+    reset_peak_rss()
     started = time.perf_counter()
     with pq.ParquetWriter(out, schema) as writer:
         for start in range(0, len(records), 100):

@@ -41,23 +41,23 @@ import base64
 import functools
 import io
 import json
-import os
 import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import numpy as np
-from measure import cpu_s, peak_rss_mib, reset_peak_rss
+from measure import cpu_s, load_average, peak_rss_mib, print_table, reset_peak_rss
 from openai import AsyncOpenAI
 from PIL import Image, ImageDraw, ImageFilter
 
 from cotforge.teachers.base import ImageInput, TeacherRequest
 from cotforge.teachers.images import prepare_image
 from cotforge.teachers.openai_compat import OpenAICompatOptions, OpenAICompatTeacher
+from cotforge.testing.openai_server import start_process
 
 CLIENTS = ("cotforge", "cotforge-reencode", "openai-sdk", "bare-aiohttp")
 MODEL = "test-model"
@@ -303,31 +303,6 @@ def worker(client: str, url: str, concurrency: int, count: int, images: int) -> 
 # ----------------------------------------------------------------------------------------------
 
 
-def _start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cotforge.testing.openai_server",
-            "--port",
-            "0",
-            "--latency",
-            str(latency),
-            "--model",
-            MODEL,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdout is not None
-    line = server.stdout.readline().strip()
-    if not line.startswith("listening on "):
-        server.kill()
-        msg = f"the scripted server did not start (said {line!r})"
-        raise RuntimeError(msg)
-    return server, line.removeprefix("listening on ")
-
-
 def _run_worker(client: str, url: str, concurrency: int, args: argparse.Namespace) -> dict:
     command = [
         sys.executable,
@@ -350,21 +325,6 @@ def _run_worker(client: str, url: str, concurrency: int, args: argparse.Namespac
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            f"{cell:<{w}}" if i == 0 else f"{cell:>{w}}"
-            for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    print(line(header))
-    print("-" * len(line(header)))
-    for row in rows:
-        print(line(row))
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
@@ -383,9 +343,9 @@ def main(argv: list[str] | None = None) -> None:
 
     print(
         f"{args.requests} requests, server latency {args.latency * 1000:.0f} ms, "
-        f"{args.images} distinct images; load before: {_load()}"
+        f"{args.images} distinct images; load before: {load_average()}"
     )
-    server, url = _start_server(args.latency)
+    server, url = start_process(latency_s=args.latency, model=MODEL)
     results: list[dict[str, Any]] = []
     try:
         for concurrency in args.concurrency:
@@ -419,8 +379,9 @@ def main(argv: list[str] | None = None) -> None:
                 str(r.get("image_preparations", "-")),
             ]
         )
-    print(f"mean JPEG size {results[0]['mean_jpeg_bytes'] / 1000:.0f} kB; load after: {_load()}")
-    _print_table(
+    mean_jpeg_kb = results[0]["mean_jpeg_bytes"] / 1000
+    print(f"mean JPEG size {mean_jpeg_kb:.0f} kB; load after: {load_average()}")
+    print_table(
         [
             "client",
             "C",
@@ -460,14 +421,9 @@ def main(argv: list[str] | None = None) -> None:
                 str(r["image_preparations"]),
             ]
         )
-    _print_table(["target", "wanted", "measured"], targets)
+    print_table(["target", "wanted", "measured"], targets)
     fraction = ours[64]["fraction"] if 64 in ours else float("nan")
     print(f"RESULT ceiling_fraction_c64={fraction:.2f} target>=0.90")
-
-
-def _load() -> str:
-    one, five, _ = os.getloadavg()
-    return f"{one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from measure import peak_rss_mib, reset_peak_rss
+from measure import peak_rss_mib, print_table, reset_peak_rss
 
 from cotforge.dedup import cluster
 from cotforge.minhash import MinHashIndex, normalize
@@ -69,21 +69,8 @@ def _records() -> list[str]:
 
 
 def _print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     print(f"\n{title}")
-    line = "  ".join(
-        f"{cell:<{w}}" if i == 0 else f"{cell:>{w}}"
-        for i, (cell, w) in enumerate(zip(header, widths, strict=True))
-    )
-    print(line)
-    print("-" * len(line))
-    for row in rows:
-        print(
-            "  ".join(
-                f"{cell:<{w}}" if i == 0 else f"{cell:>{w}}"
-                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
+    print_table(header, rows)
 
 
 # ----------------------------------------------------------------------------------------------

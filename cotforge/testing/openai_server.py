@@ -20,6 +20,8 @@ For a benchmark, run it in its own process, so it does not share the client's GI
 
     python -m cotforge.testing.openai_server --port 8000 --latency 0.2
 
+(:func:`start_process` does that and returns the URL once it listens).
+
 It serves any number of requests at once (the fixed latency is a sleep, not a queue).
 """
 
@@ -32,6 +34,8 @@ import contextlib
 import hashlib
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -463,6 +467,24 @@ def main(argv: list[str] | None = None) -> None:
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
+
+
+def start_process(
+    *, latency_s: float = 0.0, model: str = DEFAULT_MODEL
+) -> tuple[subprocess.Popen[str], str]:
+    """Run :func:`main` in a child process, as a benchmark does so that the server does not
+    share its client's GIL; returns the process and the URL it listens on (port 0 picks one).
+    The caller terminates the process."""
+    command = [sys.executable, "-m", "cotforge.testing.openai_server", "--port", "0"]
+    command += ["--latency", str(latency_s), "--model", model]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    line = server.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        server.kill()
+        msg = f"the scripted server did not start (said {line!r})"
+        raise RuntimeError(msg)
+    return server, line.removeprefix("listening on ")
 
 
 if __name__ == "__main__":
