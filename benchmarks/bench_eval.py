@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -39,9 +38,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from measure import cpu_s, peak_rss_mib, reset_peak_rss
+from measure import cpu_s, load_average, peak_rss_mib, print_table, reset_peak_rss
 
 from cotforge.data.annotations import load_annotations
+from cotforge.testing.openai_server import start_process
 
 MODEL = "test-model"
 DATASET = "cub"
@@ -121,8 +121,8 @@ def run_client_worker(url: str, root: Path, concurrency: int) -> dict[str, Any]:
     spec = parse_model(options.model)
     items = load_items(options, locate(options, default_root=None))
     questions = plan_questions(
-        items, model=spec.name, style="fine-r1", modes=["closed"], rows="test",
-        options=options, text_encoder=None,
+        items, model=spec.name, style="fine-r1", modes=["closed"], options=options,
+        text_encoder=None,
     )  # fmt: skip
     requests = [q.request for q in questions]
     teacher = build_generator(spec, options)
@@ -154,19 +154,6 @@ def run_client_worker(url: str, root: Path, concurrency: int) -> dict[str, Any]:
 # --- orchestration -------------------------------------------------------------------------------
 
 
-def _start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
-    command = [sys.executable, "-m", "cotforge.testing.openai_server", "--port", "0"]
-    command += ["--latency", str(latency), "--model", MODEL]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    assert server.stdout is not None
-    line = server.stdout.readline().strip()
-    if not line.startswith("listening on "):
-        server.kill()
-        msg = f"the scripted server did not start (said {line!r})"
-        raise RuntimeError(msg)
-    return server, line.removeprefix("listening on ")
-
-
 def _worker(run: str, url: str, root: Path, concurrency: int, store: Path) -> dict[str, Any]:
     command = [sys.executable, __file__, "--worker", run, "--url", url, "--root", str(root)]
     command += ["--concurrency", str(concurrency), "--store", str(store)]
@@ -175,26 +162,6 @@ def _worker(run: str, url: str, root: Path, concurrency: int, store: Path) -> di
         msg = f"{run} failed:\n{done.stderr}"
         raise RuntimeError(msg)
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _print_table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            f"{cell:<{w}}" if i == 0 else f"{cell:>{w}}"
-            for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    print(line(header))
-    print("-" * len(line(header)))
-    for row in rows:
-        print(line(row))
-
-
-def _load() -> str:
-    one, five, _ = os.getloadavg()
-    return f"{one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -222,9 +189,10 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"{args.questions} closed-world questions on {args.questions} CUB test images "
             f"(written in {time.perf_counter() - started:.0f} s), server latency "
-            f"{args.latency * 1000:.0f} ms, concurrency {args.concurrency}; load before: {_load()}"
+            f"{args.latency * 1000:.0f} ms, concurrency {args.concurrency}; "
+            f"load before: {load_average()}"
         )
-        server, url = _start_server(args.latency)
+        server, url = start_process(latency_s=args.latency, model=MODEL)
         try:
             results = [
                 _worker(run, url, root, args.concurrency, Path(folder) / f"{n}.duckdb")
@@ -253,8 +221,8 @@ def main(argv: list[str] | None = None) -> None:
                 str(r["errors"]),
             ]
         )
-    print(f"load after: {_load()}")
-    _print_table(
+    print(f"load after: {load_average()}")
+    print_table(
         [
             "run",
             "questions",

@@ -67,9 +67,10 @@ def server() -> Iterator[ScriptedServer]:
         yield running
 
 
-def evaluate(paper: tuple[Path, Path], url: str, *extra: str) -> tuple[int, str]:
+def eval_args(paper: tuple[Path, Path], url: str) -> list[str]:
+    """``cotforge eval`` of the pets fixture, asking the server at ``url``."""
     data_root, manifests = paper
-    args = [
+    return [
         "eval",
         "--model",
         f"openai:{MODEL}@{url}",
@@ -79,9 +80,11 @@ def evaluate(paper: tuple[Path, Path], url: str, *extra: str) -> tuple[int, str]
         str(data_root),
         "--manifests",
         str(manifests),
-        *extra,
     ]
-    result = runner.invoke(app, args)
+
+
+def evaluate(paper: tuple[Path, Path], url: str, *extra: str) -> tuple[int, str]:
+    result = runner.invoke(app, [*eval_args(paper, url), *extra])
     return result.exit_code, result.stdout + result.stderr
 
 
@@ -294,20 +297,11 @@ def test_trainers_evaluate_runs_the_same_evaluation(
 
 
 def _cli(paper: tuple[Path, Path], url: str, store: Path) -> list[str]:
-    data_root, manifests = paper
     return [
         sys.executable,
         "-m",
         "cotforge",
-        "eval",
-        "--model",
-        f"openai:{MODEL}@{url}",
-        "--dataset",
-        "pets",
-        "--data-root",
-        str(data_root),
-        "--manifests",
-        str(manifests),
+        *eval_args(paper, url),
         "--mode",
         "closed",
         "--trials",

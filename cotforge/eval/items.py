@@ -116,7 +116,6 @@ def source_items(
                 per_class=per_class,
             )
         )
-    digests: dict[Path, str] = {}
     return [
         EvalItem(
             image_id=row.record.image_id,
@@ -126,7 +125,7 @@ def source_items(
             answer=row.answer,
             options=tuple(row.options),
             image=ImageInput(
-                digest=digests.setdefault(row.record.path, _file_digest(row.record.path)),
+                digest=_file_digest(row.record.path),
                 load=_loader(source, row.record),
             ),
         )
@@ -135,14 +134,13 @@ def source_items(
 
 
 def _per_class(rows: list[EvalRow], count: int, *, seed: int) -> list[EvalRow]:
-    by_record = {row.record.image_id: row for row in rows}
     groups: dict[tuple[str, int], list[ImageRecord]] = {}
     for row in rows:
         groups.setdefault((row.split, row.record.class_index), []).append(row.record)
     kept = {
         r.image_id for records in groups.values() for r in hash_order(records, seed=seed)[:count]
     }
-    return [row for image_id, row in by_record.items() if image_id in kept]
+    return [row for row in rows if row.record.image_id in kept]
 
 
 def _loader(source: Source, record: ImageRecord) -> Callable[[], Image.Image]:

@@ -89,7 +89,6 @@ def plan_questions(
     model: str,
     style: PromptStyle,
     modes: Sequence[Mode],
-    rows: str,
     options: EvalOptions,
     text_encoder: str | None,
 ) -> list[Question]:
@@ -99,6 +98,7 @@ def plan_questions(
     (truth first, as the paper scored them) and shuffled per image and trial, which removes
     that bias. Other rows are shuffled only.
     """
+    rows = options.rows
     questions = []
     for mode in modes:
         orders: tuple[str | None, ...] = (None,)
@@ -275,15 +275,21 @@ class Evaluation:
         self.figures.wall_s = time.perf_counter() - self._started
 
     def _record(
-        self, questions: Sequence[Question], text: str | None, request: dict | None
+        self,
+        questions: Sequence[Question],
+        text: str | None,
+        request: dict | None,
+        *,
+        raw_output: str | None = None,
     ) -> None:
         """Score ``text`` for every question sharing it and queue the writes; ``text`` None
-        (a failed request) records the request alone, so a rerun asks again."""
+        (a failed request) records the request alone, so a rerun asks again. ``raw_output``
+        is stored with each prediction when no request row holds the output (zero-shot)."""
         predictions: list[dict[str, Any]] = []
         similarity = []
         if text is not None:
             for question in questions:
-                row, pending = self._prediction(question, text)
+                row, pending = self._prediction(question, text, raw_output)
                 predictions.append(row)
                 if pending is not None:
                     similarity.append((row, *pending))
@@ -296,7 +302,7 @@ class Evaluation:
             self._progress.update(self._task, advance=len(questions), figures=rate)
 
     def _prediction(
-        self, question: Question, text: str
+        self, question: Question, text: str, raw_output: str | None
     ) -> tuple[dict[str, Any], tuple[str, str, str] | None]:
         """The prediction row of ``question`` answered by ``text``, and what SS_rel still
         needs (answer, truth, super-category word) in the open world."""
@@ -322,7 +328,7 @@ class Evaluation:
             "prompt": question.prompt,
             "options": list(question.options) if question.options else None,
             "ground_truth": item.answer,
-            "raw_output": None if question.request is not None else text,
+            "raw_output": raw_output,
             "parsed_answer": judged.answer,
             "correct": judged.correct,
             "text_inclusion": judged.text_inclusion,
@@ -411,17 +417,7 @@ class Evaluation:
         )
         for (questions, _), (chosen, raw) in zip(loaded, choices, strict=True):
             self.figures.requests_sent += 1
-            for question in questions:
-                self._record_zero_shot(question, chosen, raw)
-
-    def _record_zero_shot(self, question: Question, chosen: str, raw: str) -> None:
-        row, _ = self._prediction(question, chosen)
-        row["raw_output"] = raw
-        assert self._recorder is not None
-        self._recorder.put(_Write([], [row]))
-        self.figures.predictions += 1
-        if self._progress is not None:
-            self._progress.update(self._task, advance=1)
+            self._record(questions, chosen, None, raw_output=raw)
 
 
 # --- entry point ---------------------------------------------------------------------------------
@@ -458,7 +454,6 @@ def run_eval(
         model=spec.name,
         style=style,
         modes=modes,
-        rows=options.rows,
         options=options,
         text_encoder=encoder.name if encoder is not None else None,
     )

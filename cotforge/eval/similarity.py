@@ -70,7 +70,7 @@ class MiniLMEncoder:
 
 class TextTowerEncoder:
     """The text tower of a CLIP or SigLIP checkpoint (``get_text_features``), on the GPU when
-    there is one. SigLIP was trained on text padded to its full length, so it gets that."""
+    there is one."""
 
     def __init__(self, path: str, *, device: str | None = None) -> None:
         self.path = path
@@ -112,28 +112,31 @@ class TextTowerEncoder:
             self._tokenizer = tokenizer
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        import torch
-
         self.load()
-        model = self._model
-        padding: dict[str, Any] = {"padding": True}
-        if model.config.model_type in _SIGLIP_TYPES:
-            length = model.config.text_config.max_position_embeddings
-            padding = {"padding": "max_length", "max_length": length}
-        inputs = self._tokenizer(list(texts), truncation=True, return_tensors="pt", **padding).to(
-            model.device
-        )
-        with torch.inference_mode():
-            features = text_features(model, inputs)
-        features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        return features.float().cpu().numpy()
+        return text_embeddings(self._model, self._tokenizer, texts).float().cpu().numpy()
 
 
-def text_features(model: Any, inputs: Any) -> Any:
-    """``get_text_features`` as a tensor: transformers 5 returns a model output whose pooled
-    (projected) embedding is ``pooler_output``, earlier versions the tensor itself."""
-    features = model.get_text_features(**inputs)
-    return getattr(features, "pooler_output", features)
+def text_embeddings(model: Any, tokenizer: Any, texts: Sequence[str]) -> Any:
+    """The unit-length text-tower embeddings of ``texts`` (a tensor on the model's device);
+    ``tokenizer`` is the model's tokenizer or processor. SigLIP was trained on text padded to
+    its full length, so it gets that."""
+    import torch
+
+    padding: dict[str, Any] = {"padding": True}
+    if model.config.model_type in _SIGLIP_TYPES:
+        length = model.config.text_config.max_position_embeddings
+        padding = {"padding": "max_length", "max_length": length}
+    inputs = tokenizer(text=list(texts), truncation=True, return_tensors="pt", **padding)
+    with torch.inference_mode():
+        return unit_rows(model.get_text_features(**inputs.to(model.device)))
+
+
+def unit_rows(features: Any) -> Any:
+    """A ``get_text_features`` or ``get_image_features`` result as unit-length rows:
+    transformers 5 returns a model output whose pooled (projected) embedding is
+    ``pooler_output``, earlier versions the tensor itself."""
+    features = getattr(features, "pooler_output", features)
+    return features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def load_text_encoder(spec: str, *, device: str | None = None) -> TextEncoder:

@@ -19,9 +19,7 @@ from PIL import Image
 
 from cotforge.errors import MissingExtraError, TeacherUnavailableError
 from cotforge.eval.prompts import option_prompt
-from cotforge.eval.similarity import text_features
-
-_SIGLIP_TYPES = ("siglip", "siglip2")
+from cotforge.eval.similarity import text_embeddings, unit_rows
 
 
 class ZeroShotModel:
@@ -91,9 +89,7 @@ class ZeroShotModel:
             images=[image.convert("RGB") for image in images], return_tensors="pt"
         )
         with torch.inference_mode():
-            features = model.get_image_features(**pixels.to(model.device))
-            features = getattr(features, "pooler_output", features)
-            features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            features = unit_rows(model.get_image_features(**pixels.to(model.device)))
         chosen = []
         for vector, names in zip(features, options, strict=True):
             texts = torch.stack(
@@ -106,20 +102,9 @@ class ZeroShotModel:
         return chosen
 
     def _embed_texts(self, texts: list[str]) -> None:
-        import torch
-
-        if not texts:
-            return
-        model = self._model
-        padding: dict[str, Any] = {"padding": True}
-        if model.config.model_type in _SIGLIP_TYPES:
-            length = model.config.text_config.max_position_embeddings
-            padding = {"padding": "max_length", "max_length": length}
-        inputs = self._processor(text=texts, truncation=True, return_tensors="pt", **padding)
-        with torch.inference_mode():
-            features = text_features(model, inputs.to(model.device))
-            features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        self._texts.update(zip(texts, features, strict=True))
+        if texts:
+            features = text_embeddings(self._model, self._processor, texts)
+            self._texts.update(zip(texts, features, strict=True))
 
     def close(self) -> None:
         """Drop the model (and its accelerator memory)."""
