@@ -39,7 +39,7 @@ import importlib.util
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -262,8 +262,8 @@ def build_trainer(
         )
         raise ConfigError(msg)
     processor = load_processor(model, min_pixels=min_pixels, max_pixels=max_pixels)
-    network = load_model(model, trust_remote_code=training.trust_remote_code)
     _check_chat_template(processor, training, model.model_name_or_path or "")
+    network = load_model(model, trust_remote_code=training.trust_remote_code)
     if training.freeze_vision and not model.use_peft:
         freeze_vision_tower(network)
     trainer = SFTTrainer(
@@ -442,30 +442,23 @@ def freeze_vision_tower(network: PreTrainedModel) -> None:
 def lora_config(
     network: PreTrainedModel, model: ModelConfig, *, freeze_vision: bool
 ) -> LoraConfig | None:
-    """TRL's LoRA options as a ``LoraConfig``, or None for a full fine-tune.
+    """TRL's LoRA options as a ``LoraConfig`` (``trl.get_peft_config``), or None for a full
+    fine-tune.
 
     Without ``lora_target_modules`` every linear layer is adapted (peft knows no default for
     most VLMs); a frozen vision tower is excluded, so its weights and outputs stay the base
     model's.
     """
-    if not model.use_peft:
-        return None
-    from peft import LoraConfig
+    from trl import get_peft_config
 
-    exclude = None
-    if freeze_vision:
-        exclude = rf"{re.escape(vision_tower_name(network))}(\..*)?"
-    return LoraConfig(
-        task_type=model.lora_task_type,
-        r=model.lora_r,
-        lora_alpha=model.lora_alpha,
-        lora_dropout=model.lora_dropout,
+    peft_config = get_peft_config(model)
+    if peft_config is None:
+        return None
+    exclude = rf"{re.escape(vision_tower_name(network))}(\..*)?" if freeze_vision else None
+    return replace(
+        peft_config,
         target_modules=model.lora_target_modules or "all-linear",
         exclude_modules=exclude,
-        modules_to_save=model.lora_modules_to_save,
-        use_rslora=model.use_rslora,
-        use_dora=model.use_dora,
-        bias="none",
     )
 
 
