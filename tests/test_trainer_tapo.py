@@ -576,6 +576,7 @@ def test_command_line_trains_saves_and_resumes(
         (["--resume"], "--resume: no checkpoint-* folder"),
         (["--num_generations", "3"], "num_generations=3 but n_anchor + n_positive = 4"),
         (["--condition_on", "positive"], "condition_on must be 'own' or 'anchor'"),
+        (["--use_peft"], "--use_peft needs --lora_target_modules"),
     ],
 )
 def test_command_line_errors_are_one_line(

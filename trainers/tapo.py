@@ -743,6 +743,12 @@ def train(script: TAPOScriptArguments, config: TAPOConfig, model_args: ModelConf
     if not model_args.model_name_or_path:
         msg = "--model_name_or_path is required: the SFT checkpoint (folder or Hub id) to train"
         raise ConfigError(msg)
+    if model_args.use_peft and not model_args.lora_target_modules:
+        msg = (
+            "--use_peft needs --lora_target_modules (e.g. q_proj v_proj k_proj o_proj): peft "
+            "has no default list for Qwen2-VL-family models"
+        )
+        raise ConfigError(msg)
     resume = _resume_point(script, config)
     dataset = _load_split(script)
     from_model_args = {
