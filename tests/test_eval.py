@@ -191,6 +191,23 @@ def test_the_answer_only_prompt_for_baselines(
     assert predictions.filter(pl.col("option_order") == "manifest")["correct"].all()
 
 
+def test_a_server_asked_for_its_model_gets_the_api_key(
+    paper: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--model openai:@URL`` lists the server's models with the key from the environment, as
+    the questions are asked with it."""
+    data_root, manifests = paper
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with ScriptedServer(responder=first_option, models=(MODEL,), api_key="sk-test") as keyed:
+        result = runner.invoke(
+            app,
+            ["eval", "--model", f"openai:@{keyed.url}", "--dataset", "pets", "--data-root",
+             str(data_root), "--manifests", str(manifests), "--mode", "closed", "--trials", "1"],
+        )  # fmt: skip
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert set(read("predictions")["model"]) == {f"openai:{MODEL}"}
+
+
 def test_questions_from_the_test_images_of_a_layout(
     official_layout: Any, server: ScriptedServer
 ) -> None:

@@ -41,8 +41,8 @@ class ModelSpec:
         return f"{self.kind}:{self.target}"
 
 
-def parse_model(spec: str) -> ModelSpec:
-    """Read ``--model``.
+def parse_model(spec: str, *, api_key: str | None = None) -> ModelSpec:
+    """Read ``--model``; ``openai:@URL`` asks the server (with ``api_key``) for its one model.
 
     >>> parse_model("openai:fine-r1@http://gpu:8000")
     ModelSpec(kind='openai', target='fine-r1', urls=('http://gpu:8000',))
@@ -66,7 +66,7 @@ def parse_model(spec: str) -> ModelSpec:
         if parsed.model is None:
             from cotforge.teachers.select import served_model
 
-            return ModelSpec("openai", served_model(parsed.urls[0]), parsed.urls)
+            return ModelSpec("openai", served_model(parsed.urls[0], api_key=api_key), parsed.urls)
         return ModelSpec("openai", parsed.model, parsed.urls)
     if text and Path(text).expanduser().is_dir():
         return ModelSpec("local", text)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -437,7 +438,7 @@ def run_eval(
     ``COTFORGE_HOME/datasets``). The run is marked ok, interrupted (Ctrl-C) or failed.
     """
     console = console or Console(stderr=True)
-    spec = parse_model(options.model)
+    spec = parse_model(options.model, api_key=os.environ.get(options.api_key_env))
     style: PromptStyle = "zero-shot" if spec.kind == "clip" else options.prompt
     modes, notes = _modes(options.mode, spec)
     published = paper_row(spec.name, override=options.paper_model)
