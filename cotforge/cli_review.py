@@ -166,6 +166,7 @@ def serve(
         typer.Option(help="the Argilla server's virtual environment [$COTFORGE_ARGILLA_VENV]"),
     ] = None,
     annotators: Annotated[int, typer.Option(min=1, help="annotator accounts to create")] = 1,
+    workspace: WorkspaceOpt = None,
     install: Annotated[
         bool,
         typer.Option("--install/--no-install", help="create the server environment if missing"),
@@ -178,16 +179,23 @@ def serve(
     """
     from cotforge.argilla_stack import install_server_venv, server_venv, start_stack
 
+    options = _options(config, workspace=workspace)
     folder = server_venv(venv)
     if install and not (folder / "bin" / "python").is_file():
         install_server_venv(folder, console=console)
     home = global_options(None, config).home.expanduser()
     console.print("starting redis, osmem and Argilla (about 15 s) ...")
-    with start_stack(home, venv=folder, annotators=annotators) as stack:
+    with start_stack(
+        home, venv=folder, annotators=annotators, workspace=options.workspace
+    ) as stack:
         console.print(f"Argilla is ready at {stack.url}", highlight=False)
         console.print(f"owner API key: {stack.owner.api_key}", highlight=False)
         for user in stack.annotators:
-            console.print(f"annotator login: {user.username} / {user.password}", highlight=False)
+            console.print(
+                f"annotator login: {user.username} / {user.password} "
+                f"(workspace {stack.workspace})",
+                highlight=False,
+            )
         console.print(
             f"for cotforge review: export ARGILLA_API_URL={stack.url} "
             f"ARGILLA_API_KEY={stack.owner.api_key}",
