@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +53,7 @@ from cotforge.review_records import (
     content_hash,
     image_data_uri,
 )
+from cotforge.store import utcnow
 from cotforge.verify import accepted, verify_many
 
 if TYPE_CHECKING:
@@ -81,10 +82,6 @@ def _progress(console: Console | None) -> Progress:
 def _run_config(options: ReviewOptions, verb: str) -> dict[str, Any]:
     """The options a run records: never the API key."""
     return options.model_dump(mode="json", exclude={"api_key"}) | {"verb": verb}
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 # --- push -----------------------------------------------------------------------------------
@@ -479,7 +476,7 @@ class _PullWriter:
         ids = [v.rationale_id for chain in chains.values() for v in chain]
         stored = store.table("reviews", where={"rationale_id": ids})
         self.stored = {(r["rationale_id"], r["reviewer"]): r for r in stored.iter_rows(named=True)}
-        self.now = _utcnow()
+        self.now = utcnow()
         self.reviews: list[dict[str, Any]] = []
         self.rationales: list[dict[str, Any]] = []
         self.new_versions: list[_Version] = []

@@ -330,7 +330,8 @@ class _Column:
     required: bool  # NOT NULL without a default: every inserted row must carry it
 
 
-def _utcnow() -> datetime:
+def utcnow() -> datetime:
+    """Now in UTC without a zone, as the store's TIMESTAMP columns hold times."""
     return datetime.now(UTC).replace(tzinfo=None)
 
 
@@ -612,7 +613,7 @@ class Store:
         if kind not in RUN_KINDS:
             msg = f"run kind must be one of {', '.join(RUN_KINDS)}; got {kind!r}"
             raise ValueError(msg)
-        started_at = _utcnow()
+        started_at = utcnow()
         run_id = f"{kind}-{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         row = {
             "run_id": run_id,
@@ -634,7 +635,7 @@ class Store:
         with self.transaction():
             found = self._con.execute(
                 "UPDATE runs SET status = ?, ended_at = ? WHERE run_id = ? RETURNING run_id",
-                [status, _utcnow(), run_id],
+                [status, utcnow(), run_id],
             ).fetchall()
         if not found:
             msg = f"{self.path} has no run {run_id!r}; pass an id that start_run returned"
@@ -714,7 +715,7 @@ class Store:
         frame = self._frame("requests", rows)
         if frame.height and "status" in frame.columns:
             done = pl.col("status") != "pending"
-            stamp = pl.lit(_utcnow(), dtype=pl.Datetime("us"))
+            stamp = pl.lit(utcnow(), dtype=pl.Datetime("us"))
             finished = pl.col("finished_at") if "finished_at" in frame.columns else pl.lit(None)
             frame = frame.with_columns(
                 finished_at=pl.when(done).then(pl.coalesce(finished, stamp)).otherwise(finished)
@@ -1134,7 +1135,7 @@ class Store:
             self._con.execute(
                 "INSERT OR REPLACE INTO dedup_index (name, params, documents, updated_at) "
                 "VALUES (?, ?, ?, ?)",
-                [name, _JSON.encode(dict(params)), start + documents.height, _utcnow()],
+                [name, _JSON.encode(dict(params)), start + documents.height, utcnow()],
             )
 
     def rationale_profiles(self, *, run_id: str | None = None) -> pl.DataFrame:
